@@ -1,0 +1,105 @@
+package harness
+
+import (
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Embedded is an etcd server running inside the test process: the reference every
+// differential test compares the subject with.
+type Embedded struct {
+	t        testing.TB
+	etcd     *embed.Etcd
+	endpoint string
+
+	mu     sync.Mutex
+	client *clientv3.Client
+}
+
+// StartEtcd starts an embedded single-member etcd named DefaultMemberName on free ports in
+// a temporary directory, logging only errors, and waits until it serves clients. It is
+// stopped when the test ends.
+func StartEtcd(t testing.TB) *Embedded {
+	t.Helper()
+	clientURL := mustURL(t, localURL(FreePort(t)))
+	peerURL := mustURL(t, localURL(FreePort(t)))
+
+	cfg := embed.NewConfig()
+	cfg.Name = DefaultMemberName
+	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// Warnings and errors go to a buffer printed only if the test fails: closing etcd logs
+	// errors about closed listeners that mean nothing.
+	log := &processLog{}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zapcore.NewCore(
+		zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(log), zapcore.WarnLevel)))
+	// The reference need not survive a crash; skipping fsync keeps the suite fast.
+	cfg.UnsafeNoFsync = true
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("starting embedded etcd: %v", err)
+	}
+	s := &Embedded{t: t, etcd: e, endpoint: clientURL.String()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("embedded etcd warnings and errors:\n%s", log.tail(100))
+		}
+	})
+	t.Cleanup(s.close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		t.Fatalf("embedded etcd failed: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("embedded etcd not ready after 60s")
+	}
+	return s
+}
+
+func (s *Embedded) close() {
+	s.mu.Lock()
+	if s.client != nil {
+		s.client.Close()
+		s.client = nil
+	}
+	s.mu.Unlock()
+	s.etcd.Close()
+}
+
+// Name implements Server.
+func (s *Embedded) Name() string { return "etcd" }
+
+// Endpoint implements Server.
+func (s *Embedded) Endpoint() string { return s.endpoint }
+
+// Client implements Server.
+func (s *Embedded) Client() *clientv3.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil {
+		s.client = newClient(s.t, s.endpoint)
+	}
+	return s.client
+}
+
+func mustURL(t testing.TB, s string) url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatalf("parse %q: %v", s, err)
+	}
+	return *u
+}
