@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // How a Txn runs on Mosaic with this package, mirroring etcd's txn.Txn:
@@ -170,6 +171,14 @@ func TxnPlan(r *pb.TxnRequest, results []bool) (*Plan, error) {
 // (negative revisions included; 0 is current); a Put with an unknown lease is
 // ErrGRPCLeaseNotFound, then ignore_value/ignore_lease on a missing key is
 // ErrGRPCKeyNotFound. On error the txn does nothing and takes no revision.
+//
+// Deliberate divergence: a DeleteRange with range_end "\x00" escapes etcd's
+// duplicate-key check (CheckTxn), so a txn can delete a key and then Put it
+// with ignore_value / ignore_lease. etcd v3.7.3 passes its checks (the key
+// exists before the txn) and then panics in the apply loop (txn put: index
+// out of range on the missing previous value), taking the member down.
+// Mosaic answers such a txn, once all of etcd's checks pass, with
+// ErrGRPCKeyNotFound: the key does not exist when the Put runs.
 func (p *Plan) Check(st State) error {
 	for _, op := range p.Ops {
 		switch {
@@ -180,6 +189,19 @@ func (p *Plan) Check(st State) error {
 		case op.Put != nil:
 			if err := CheckPutState(op.Put, st); err != nil {
 				return err
+			}
+		}
+	}
+	var deleted []Span
+	for _, op := range p.Ops {
+		switch {
+		case op.Delete != nil:
+			deleted = append(deleted, SpanOf(op.Delete.GetKey(), op.Delete.GetRangeEnd()))
+		case op.Put != nil && (op.Put.GetIgnoreValue() || op.Put.GetIgnoreLease()):
+			for _, sp := range deleted {
+				if sp.Contains(op.Put.GetKey()) {
+					return rpctypes.ErrGRPCKeyNotFound
+				}
 			}
 		}
 	}
