@@ -1,0 +1,134 @@
+// format.go prints ranges as a table or as JSON. Keys are bytes: they print as they are when
+// they are readable text, and quoted with Go escapes otherwise, so that no key can be mistaken
+// for another; `""` is the empty key (the start of the first range, the open end of the last).
+
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mosaic-kv/mosaic/proto/adminpb"
+)
+
+// displayKey is how tables show a key.
+func displayKey(k []byte) string {
+	if len(k) == 0 {
+		return `""`
+	}
+	s := string(k)
+	if !utf8.ValidString(s) || strings.HasPrefix(s, `"`) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// humanBytes prints a size in bytes with binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), 0
+	for v >= unit && i < 6 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i-1])
+}
+
+func nodeID(id uint64) string {
+	if id == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(id, 16) // hex, as etcdctl prints member IDs
+}
+
+func writeTable(w io.Writer, ranges []*adminpb.RangeInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTART\tEND\tKEYS\tSIZE\tAPPLIED-INDEX\tLEADER")
+	for _, r := range ranges {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\n", r.GetId(), displayKey(r.GetStart()), displayKey(r.GetEnd()),
+			r.GetKeys(), humanBytes(r.GetSizeBytes()), r.GetAppliedIndex(), nodeID(r.GetLeader()))
+	}
+	return tw.Flush()
+}
+
+// rangeJSON is the JSON form of a range. start and end are the keys as text ("" when empty);
+// a key that is not valid UTF-8 cannot be a JSON string, so it is given Go-quoted in start/end
+// and exactly in start_base64/end_base64.
+type rangeJSON struct {
+	ID              uint64   `json:"id"`
+	Start           string   `json:"start"`
+	End             string   `json:"end"`
+	StartBase64     string   `json:"start_base64,omitempty"`
+	EndBase64       string   `json:"end_base64,omitempty"`
+	Keys            int64    `json:"keys"`
+	SizeBytes       int64    `json:"size_bytes"`
+	AppliedIndex    uint64   `json:"applied_index"`
+	AppliedRevision int64    `json:"applied_revision"`
+	Leader          uint64   `json:"leader"`
+	Replicas        []uint64 `json:"replicas"`
+}
+
+func jsonKey(k []byte) (text, b64 string) {
+	if utf8.Valid(k) {
+		return string(k), ""
+	}
+	return strconv.Quote(string(k)), base64.StdEncoding.EncodeToString(k)
+}
+
+func toJSON(r *adminpb.RangeInfo) rangeJSON {
+	j := rangeJSON{
+		ID: r.GetId(), Keys: r.GetKeys(), SizeBytes: r.GetSizeBytes(), AppliedIndex: r.GetAppliedIndex(),
+		AppliedRevision: r.GetAppliedRevision(), Leader: r.GetLeader(), Replicas: r.GetReplicas(),
+	}
+	if j.Replicas == nil {
+		j.Replicas = []uint64{}
+	}
+	j.Start, j.StartBase64 = jsonKey(r.GetStart())
+	j.End, j.EndBase64 = jsonKey(r.GetEnd())
+	return j
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printRanges prints `range list`: a table, or a JSON array.
+func printRanges(w io.Writer, asJSON bool, ranges []*adminpb.RangeInfo) error {
+	if !asJSON {
+		return writeTable(w, ranges)
+	}
+	out := make([]rangeJSON, 0, len(ranges))
+	for _, r := range ranges {
+		out = append(out, toJSON(r))
+	}
+	return writeJSON(w, out)
+}
+
+// printSplit prints `range split`: the left and right ranges as a table, or a JSON object
+// {"left": ..., "right": ...}.
+func printSplit(w io.Writer, asJSON bool, resp *adminpb.SplitRangeResponse) error {
+	if !asJSON {
+		return writeTable(w, []*adminpb.RangeInfo{resp.GetLeft(), resp.GetRight()})
+	}
+	return writeJSON(w, struct {
+		Left  rangeJSON `json:"left"`
+		Right rangeJSON `json:"right"`
+	}{toJSON(resp.GetLeft()), toJSON(resp.GetRight())})
+}
