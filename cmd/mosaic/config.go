@@ -11,6 +11,7 @@
 //
 // etcd's own rules differ in one place: a variable shadowed by a flag is a fatal error in etcd
 // and a warning here.
+
 package main
 
 import (
