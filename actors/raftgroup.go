@@ -1,0 +1,229 @@
+package actors
+
+import (
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// RaftGroup drives one raft.RawNode over the node's LogStore. It is not an
+// actor: it belongs to the actor that owns the group (a shard or the
+// oracle) and is only touched from that actor's Receive.
+//
+// The cycle: Drive takes a Ready and, when it holds entries or state that
+// must be durable, hands them to the LogStore and returns; the LogStore's
+// completion makes the owner call Persisted, which appends to the
+// MemoryStorage, hands committed entries to the owner, and advances. A Ready
+// with nothing to make durable is applied at once. So entries are applied
+// only once durable, and at most one Ready is in flight.
+type RaftGroup struct {
+	id    uint64
+	rn    *raft.RawNode
+	ms    *raft.MemoryStorage
+	ls    *LogStore
+	lg    *zap.Logger
+	onDur func(error) // tells the owning actor that the in-flight Ready is durable
+
+	inflight *raft.Ready
+	prevHS   *raftpb.HardState
+	applied  uint64
+}
+
+// GroupConfig configures OpenRaftGroup.
+type GroupConfig struct {
+	Group  uint64 // group id: range id for shards, 0 for the oracle
+	NodeID uint64 // this replica's Raft id
+	// Applied is the last index the state machine holds durably (0 if none).
+	Applied uint64
+	Store   *LogStore
+	Logger  *zap.Logger
+	// Durable is called from the log writer goroutine when a submitted Ready
+	// is durable; the owner must then call Persisted from its own Receive.
+	Durable func(error)
+}
+
+// OpenRaftGroup loads the group's log, or creates a single-voter group with
+// this node as its voter if the group has never been written.
+func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
+	gl, err := c.Store.Load(c.Group)
+	if err != nil {
+		return nil, err
+	}
+	ms := raft.NewMemoryStorage()
+	if gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0 {
+		// A new group starts from a snapshot at index 1 naming its voter, so
+		// no bootstrap entries are needed.
+		gl.Snap = &raftpb.SnapshotMetadata{
+			Index:     proto.Uint64(1),
+			Term:      proto.Uint64(1),
+			ConfState: &raftpb.ConfState{Voters: []uint64{c.NodeID}},
+		}
+		gl.State = &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)}
+		done := make(chan error, 1)
+		c.Store.Submit(&LogWrite{Group: c.Group, Snap: gl.Snap, State: gl.State, Done: func(err error) { done <- err }})
+		if err := <-done; err != nil {
+			return nil, fmt.Errorf("create raft group %d: %w", c.Group, err)
+		}
+	}
+	if err := ms.ApplySnapshot(&raftpb.Snapshot{Metadata: gl.Snap}); err != nil {
+		return nil, err
+	}
+	applied := max(c.Applied, gl.Snap.GetIndex())
+	hs := proto.Clone(gl.State).(*raftpb.HardState)
+	// Commit-only HardState changes are not persisted (they need no fsync);
+	// anything applied was committed, so the commit index is at least that.
+	if hs.GetCommit() < applied {
+		hs.Commit = proto.Uint64(applied)
+	}
+	if err := ms.SetHardState(hs); err != nil {
+		return nil, err
+	}
+	if err := ms.Append(gl.Entries); err != nil {
+		return nil, err
+	}
+	if last, _ := ms.LastIndex(); applied > last {
+		return nil, fmt.Errorf("raft group %d: state machine applied index %d is past the log's last index %d (log store lost writes?)", c.Group, applied, last)
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:              c.NodeID,
+		ElectionTick:    10,
+		HeartbeatTick:   1,
+		Storage:         ms,
+		Applied:         applied,
+		MaxSizePerMsg:   1 << 20,
+		MaxInflightMsgs: 256,
+		CheckQuorum:     true,
+		PreVote:         true,
+		Logger:          raftLogger{c.Logger.Sugar()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, prevHS: hs, applied: applied}
+	return g, nil
+}
+
+// Campaign makes a single-voter group elect itself at once.
+func (g *RaftGroup) Campaign() error { return g.rn.Campaign() }
+
+// Propose proposes data; it is appended to the log on the next Drive.
+func (g *RaftGroup) Propose(data []byte) error { return g.rn.Propose(data) }
+
+// IsLeader reports whether this replica leads the group.
+func (g *RaftGroup) IsLeader() bool { return g.rn.Status().RaftState == raft.StateLeader }
+
+// Term is the current Raft term.
+func (g *RaftGroup) Term() uint64 { return g.rn.Status().GetTerm() }
+
+// Applied is the index of the last entry handed to the state machine.
+func (g *RaftGroup) Applied() uint64 { return g.applied }
+
+// Drive processes the next Ready, if any and if none is in flight. apply is
+// called with committed entries, in order, once they are durable.
+func (g *RaftGroup) Drive(apply func([]*raftpb.Entry)) {
+	for g.inflight == nil && g.rn.HasReady() {
+		rd := g.rn.Ready()
+		hs := rd.HardState
+		mustSync := hs != nil && raft.MustSync(hs, g.prevHS, len(rd.Entries))
+		if len(rd.Entries) > 0 || mustSync || rd.Snapshot != nil {
+			g.inflight = &rd
+			w := &LogWrite{Group: g.id, Entries: rd.Entries, Done: g.onDur}
+			if mustSync {
+				w.State = hs
+			}
+			if rd.Snapshot != nil {
+				w.Snap = rd.Snapshot.GetMetadata()
+			}
+			g.ls.Submit(w)
+			return
+		}
+		g.finish(&rd, apply)
+	}
+}
+
+// Persisted completes the in-flight Ready once the LogStore made it durable.
+func (g *RaftGroup) Persisted(apply func([]*raftpb.Entry)) error {
+	rd := g.inflight
+	if rd == nil {
+		return fmt.Errorf("raft group %d: Persisted with no Ready in flight", g.id)
+	}
+	g.inflight = nil
+	if rd.Snapshot != nil {
+		if err := g.ms.ApplySnapshot(rd.Snapshot); err != nil {
+			return err
+		}
+	}
+	if err := g.ms.Append(rd.Entries); err != nil {
+		return err
+	}
+	g.finish(rd, apply)
+	g.Drive(apply)
+	return nil
+}
+
+func (g *RaftGroup) finish(rd *raft.Ready, apply func([]*raftpb.Entry)) {
+	if rd.HardState != nil {
+		_ = g.ms.SetHardState(rd.HardState)
+		g.prevHS = rd.HardState
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		apply(rd.CommittedEntries)
+		g.applied = rd.CommittedEntries[n-1].GetIndex()
+	}
+	g.rn.Advance(*rd)
+}
+
+// Compact drops log entries up to index from memory and from the LogStore,
+// recording a snapshot at index. The caller guarantees the state machine is
+// durable at or past index.
+func (g *RaftGroup) Compact(index uint64) error {
+	if first, _ := g.ms.FirstIndex(); index < first {
+		return nil
+	}
+	snap, err := g.ms.CreateSnapshot(index, g.confState(), nil)
+	if err != nil {
+		return err
+	}
+	if err := g.ms.Compact(index); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	g.ls.Submit(&LogWrite{Group: g.id, Snap: snap.GetMetadata(), Done: func(err error) { done <- err }})
+	if err := <-done; err != nil {
+		return err
+	}
+	return g.ls.Truncate(g.id, index)
+}
+
+func (g *RaftGroup) confState() *raftpb.ConfState {
+	snap, _ := g.ms.Snapshot()
+	return snap.GetMetadata().GetConfState()
+}
+
+// raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings.
+type raftLogger struct{ s *zap.SugaredLogger }
+
+func (l raftLogger) Debug(v ...any)                   {}
+func (l raftLogger) Debugf(format string, v ...any)   {}
+func (l raftLogger) Info(v ...any)                    {}
+func (l raftLogger) Infof(format string, v ...any)    {}
+func (l raftLogger) Warning(v ...any)                 { l.s.Warn(v...) }
+func (l raftLogger) Warningf(format string, v ...any) { l.s.Warnf(format, v...) }
+func (l raftLogger) Error(v ...any)                   { l.s.Error(v...) }
+func (l raftLogger) Errorf(format string, v ...any)   { l.s.Errorf(format, v...) }
+func (l raftLogger) Fatal(v ...any)                   { l.s.Fatal(v...) }
+func (l raftLogger) Fatalf(format string, v ...any)   { l.s.Fatalf(format, v...) }
+func (l raftLogger) Panic(v ...any)                   { l.s.Panic(v...) }
+func (l raftLogger) Panicf(format string, v ...any)   { l.s.Panicf(format, v...) }
+
+// LastIndex is the index of the last entry in the log.
+func (g *RaftGroup) LastIndex() uint64 {
+	last, _ := g.ms.LastIndex()
+	return last
+}
+
+// Busy reports whether a Ready is being made durable.
+func (g *RaftGroup) Busy() bool { return g.inflight != nil }

@@ -1,0 +1,439 @@
+package revision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mosaic-kv/mosaic/actors"
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+)
+
+// GroupID is the oracle's Raft group id in the node's LogStore.
+const GroupID = 0
+
+// View is an immutable snapshot of the oracle's state, published after
+// every applied batch. A linearizable read on this node uses the latest
+// View: every write acknowledged before the read began was decided, and so
+// published, before it was acknowledged.
+type View struct {
+	Rev        int64
+	CompactRev int64                  // -1 before the first compaction
+	Ranges     []*raftcmdpb.RangeDesc // ascending by start
+	LastRev    map[uint64]int64       // highest revision assigned per range id
+	ClusterID  uint64
+	MemberID   uint64
+	Term       uint64
+	Applied    uint64
+}
+
+// RangeFor returns the range holding key.
+func (v *View) RangeFor(key []byte) *raftcmdpb.RangeDesc {
+	for _, r := range v.Ranges {
+		if Contains(r, key) {
+			return r
+		}
+	}
+	return nil
+}
+
+// Notify delivers decisions to the shard that owns a range; set by the node.
+type Notify func(rangeID uint64, ds []Decided)
+
+// Config configures an Oracle.
+type Config struct {
+	NodeID uint64
+	Logs   *actors.LogStore
+	Meta   *Persister
+	Logger *zap.Logger
+	Notify Notify
+	// ClusterID and MemberID are used only when bootstrapping a new store.
+	ClusterID, MemberID uint64
+}
+
+// Oracle is the handle to the oracle actor, safe for concurrent use.
+type Oracle struct {
+	root  *actor.RootContext
+	pid   *actor.PID
+	view  atomic.Pointer[View]
+	ready chan struct{}
+}
+
+// Start spawns the oracle actor. It recovers from storage before answering.
+func Start(sys *actor.ActorSystem, c Config) (*Oracle, error) {
+	o := &Oracle{root: sys.Root, ready: make(chan struct{})}
+	props := actor.PropsFromProducer(func() actor.Actor { return &oracleActor{cfg: c, handle: o} })
+	pid, err := sys.Root.SpawnNamed(props, "oracle")
+	if err != nil {
+		return nil, err
+	}
+	o.pid = pid
+	return o, nil
+}
+
+// Stop stops the actor and waits until it has stopped.
+func (o *Oracle) Stop() { _ = o.root.StopFuture(o.pid).Wait() }
+
+// Ready is closed once the oracle has recovered and serves requests.
+func (o *Oracle) Ready() <-chan struct{} { return o.ready }
+
+// View returns the latest published state.
+func (o *Oracle) View() *View { return o.view.Load() }
+
+// Decide assigns the next revision to txn, whose intents are durable in
+// every range listed.
+func (o *Oracle) Decide(ctx context.Context, txn uint64, ranges []uint64) (int64, error) {
+	reply := make(chan fate, 1)
+	o.root.Send(o.pid, &decideMsg{txn: txn, ranges: ranges, reply: reply})
+	return awaitFate(ctx, reply)
+}
+
+// Abort records that txn will never be decided.
+func (o *Oracle) Abort(ctx context.Context, txn uint64) error {
+	reply := make(chan fate, 1)
+	o.root.Send(o.pid, &resolveMsg{txn: txn, reply: reply})
+	_, err := awaitFate(ctx, reply)
+	if errors.Is(err, ErrAborted) {
+		return nil
+	}
+	return err
+}
+
+// Resolve returns txn's fate, aborting it if it was never decided: its rev,
+// or ErrAborted.
+func (o *Oracle) Resolve(ctx context.Context, txn uint64) (int64, error) {
+	reply := make(chan fate, 1)
+	o.root.Send(o.pid, &resolveMsg{txn: txn, reply: reply})
+	return awaitFate(ctx, reply)
+}
+
+// Compact records rev as the compaction revision.
+func (o *Oracle) Compact(ctx context.Context, rev int64) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &compactMsg{rev: rev, reply: reply})
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Split splits range id at key in the range table.
+func (o *Oracle) Split(ctx context.Context, id uint64, key []byte) (*SplitResult, error) {
+	reply := make(chan splitReply, 1)
+	o.root.Send(o.pid, &splitMsg{id: id, key: key, reply: reply})
+	select {
+	case r := <-reply:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func awaitFate(ctx context.Context, reply chan fate) (int64, error) {
+	select {
+	case f := <-reply:
+		return f.rev, f.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+type fate struct {
+	rev int64
+	err error
+}
+
+type decideMsg struct {
+	txn    uint64
+	ranges []uint64
+	reply  chan fate
+}
+
+// resolveMsg asks for a transaction's fate, aborting it if undecided.
+type resolveMsg struct {
+	txn   uint64
+	reply chan fate
+}
+
+type compactMsg struct {
+	rev   int64
+	reply chan error
+}
+
+type splitMsg struct {
+	id    uint64
+	key   []byte
+	reply chan splitReply
+}
+
+type splitReply struct {
+	res *SplitResult
+	err error
+}
+
+type persistedMsg struct{ err error }
+
+// oracleActor owns the oracle's RaftGroup and State. Decisions are batched:
+// while one batch is being made durable, new requests queue, and the whole
+// queue becomes the next entry.
+type oracleActor struct {
+	cfg    Config
+	handle *Oracle
+	self   *actor.PID
+	ctx    actor.Context
+
+	group *actors.RaftGroup
+	state *State
+	// startLast is the last log index at start; the oracle serves once it
+	// has applied past it (everything a previous life decided is known).
+	startLast uint64
+	ready     bool
+	stash     []any
+
+	queue      []*decideMsg
+	proposing  bool
+	deciders   map[uint64][]chan fate
+	resolvers  map[uint64][]chan fate
+	compacters []*compactMsg
+	splitters  []*splitMsg
+}
+
+func (a *oracleActor) Receive(ctx actor.Context) {
+	a.ctx = ctx
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.self = ctx.Self()
+		if err := a.start(); err != nil {
+			a.cfg.Logger.Fatal("revision oracle failed to start", zap.Error(err))
+		}
+	case *persistedMsg:
+		if m.err != nil {
+			a.cfg.Logger.Fatal("revision oracle: raft log write failed", zap.Error(m.err))
+		}
+		if err := a.group.Persisted(a.apply); err != nil {
+			a.cfg.Logger.Fatal("revision oracle", zap.Error(err))
+		}
+	case *decideMsg, *resolveMsg, *compactMsg, *splitMsg:
+		if !a.ready {
+			a.stash = append(a.stash, m)
+			return
+		}
+		a.handle1(m)
+	}
+	a.group.Drive(a.apply)
+}
+
+func (a *oracleActor) handle1(m any) {
+	switch m := m.(type) {
+	case *decideMsg:
+		if rev, ok := a.state.Fate(m.txn); ok {
+			m.reply <- fateOf(rev)
+			return
+		}
+		a.queue = append(a.queue, m)
+		a.deciders[m.txn] = append(a.deciders[m.txn], m.reply)
+		a.flush()
+	case *resolveMsg:
+		if rev, ok := a.state.Fate(m.txn); ok {
+			m.reply <- fateOf(rev)
+			return
+		}
+		a.resolvers[m.txn] = append(a.resolvers[m.txn], m.reply)
+		a.propose(&raftcmdpb.OracleCommand{Aborts: []uint64{m.txn}})
+	case *compactMsg:
+		a.compacters = append(a.compacters, m)
+		a.propose(&raftcmdpb.OracleCommand{Compact: &raftcmdpb.Compact{Revision: m.rev}})
+	case *splitMsg:
+		a.splitters = append(a.splitters, m)
+		a.propose(&raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: m.id, Key: m.key}})
+	}
+}
+
+func fateOf(rev int64) fate {
+	if rev == 0 {
+		return fate{err: ErrAborted}
+	}
+	return fate{rev: rev}
+}
+
+func (a *oracleActor) start() error {
+	c := a.cfg
+	st, txns, err := c.Meta.Load()
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		st = Bootstrap(c.ClusterID, c.MemberID)
+		if err := c.Meta.Save(st, nil, nil); err != nil {
+			return err
+		}
+	}
+	a.state = NewState(st, txns)
+	a.deciders = map[uint64][]chan fate{}
+	a.resolvers = map[uint64][]chan fate{}
+	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
+		Group: GroupID, NodeID: c.NodeID, Applied: st.AppliedIndex, Store: c.Logs, Logger: c.Logger,
+		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
+	})
+	if err != nil {
+		return err
+	}
+	a.startLast = a.group.LastIndex()
+	a.publish()
+	return a.group.Campaign()
+}
+
+func (a *oracleActor) flush() {
+	if a.proposing || len(a.queue) == 0 {
+		return
+	}
+	cmd := &raftcmdpb.OracleCommand{}
+	for _, m := range a.queue {
+		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: m.txn, Ranges: m.ranges})
+	}
+	a.queue = a.queue[:0]
+	a.proposing = true
+	a.propose(cmd)
+}
+
+func (a *oracleActor) propose(cmd *raftcmdpb.OracleCommand) {
+	data, err := proto.Marshal(cmd)
+	if err == nil {
+		err = a.group.Propose(data)
+	}
+	if err != nil {
+		a.cfg.Logger.Error("revision oracle: proposal failed", zap.Error(err))
+	}
+}
+
+// apply applies committed entries, persists the state once for the whole
+// batch, then tells shards and waiters.
+func (a *oracleActor) apply(ents []*raftpb.Entry) {
+	var all []Effects
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
+			continue
+		}
+		cmd := &raftcmdpb.OracleCommand{}
+		if err := proto.Unmarshal(e.GetData(), cmd); err != nil {
+			a.cfg.Logger.Fatal("revision oracle: undecodable log entry", zap.Uint64("index", e.GetIndex()), zap.Error(err))
+		}
+		fx := a.state.Apply(e.GetIndex(), cmd)
+		if len(cmd.Decisions) > 0 {
+			a.proposing = false
+		}
+		all = append(all, fx)
+	}
+	if n := len(ents); n > 0 {
+		a.state.pb.AppliedIndex = ents[n-1].GetIndex()
+	}
+	var fates map[uint64]int64
+	for _, fx := range all {
+		for _, d := range fx.Decided {
+			if fates == nil {
+				fates = map[uint64]int64{}
+			}
+			fates[d.TxnID] = d.Rev
+		}
+		for _, t := range fx.Aborted {
+			if fates == nil {
+				fates = map[uint64]int64{}
+			}
+			fates[t] = 0
+		}
+	}
+	if err := a.cfg.Meta.Save(a.state.pb, fates, nil); err != nil {
+		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
+	}
+	a.publish()
+	for _, fx := range all {
+		a.deliver(fx)
+	}
+	if n := len(ents); !a.ready && n > 0 && ents[n-1].GetIndex() > a.startLast {
+		a.ready = true
+		close(a.handle.ready)
+		stash := a.stash
+		a.stash = nil
+		for _, m := range stash {
+			a.handle1(m)
+		}
+	}
+	a.flush()
+}
+
+func (a *oracleActor) deliver(fx Effects) {
+	byRange := map[uint64][]Decided{}
+	var order []uint64
+	for _, d := range fx.Decided {
+		for _, r := range d.Ranges {
+			if _, ok := byRange[r]; !ok {
+				order = append(order, r)
+			}
+			byRange[r] = append(byRange[r], d)
+		}
+		a.answer(a.deciders, d.TxnID, fate{rev: d.Rev})
+		a.answer(a.resolvers, d.TxnID, fate{rev: d.Rev})
+	}
+	for _, r := range order {
+		if a.cfg.Notify != nil {
+			a.cfg.Notify(r, byRange[r])
+		}
+	}
+	for _, t := range fx.Aborted {
+		a.answer(a.deciders, t, fate{err: ErrAborted})
+		a.answer(a.resolvers, t, fate{err: ErrAborted})
+	}
+	if fx.DidCompact || fx.CompactErr != nil {
+		if len(a.compacters) > 0 {
+			m := a.compacters[0]
+			a.compacters = a.compacters[1:]
+			m.reply <- fx.CompactErr
+		}
+	}
+	if fx.Split != nil || fx.SplitErr != nil {
+		if len(a.splitters) > 0 {
+			m := a.splitters[0]
+			a.splitters = a.splitters[1:]
+			m.reply <- splitReply{res: fx.Split, err: fx.SplitErr}
+		}
+	}
+}
+
+func (a *oracleActor) answer(w map[uint64][]chan fate, txn uint64, f fate) {
+	for _, ch := range w[txn] {
+		ch <- f
+	}
+	delete(w, txn)
+}
+
+func (a *oracleActor) publish() {
+	pb := a.state.pb
+	v := &View{
+		Rev:        pb.Revision,
+		CompactRev: a.state.CompactRev(),
+		Ranges:     make([]*raftcmdpb.RangeDesc, len(pb.Ranges)),
+		LastRev:    make(map[uint64]int64, len(pb.LastRev)),
+		ClusterID:  pb.ClusterId,
+		MemberID:   pb.MemberId,
+		Term:       a.group.Term(),
+		Applied:    pb.AppliedIndex,
+	}
+	copy(v.Ranges, pb.Ranges)
+	for k, r := range pb.LastRev {
+		v.LastRev[k] = r
+	}
+	a.handle.view.Store(v)
+}
+
+// String is for logs.
+func (v *View) String() string {
+	return fmt.Sprintf("rev=%d compact=%d ranges=%d", v.Rev, v.CompactRev, len(v.Ranges))
+}

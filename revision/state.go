@@ -1,0 +1,179 @@
+package revision
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+)
+
+// Errors returned by the state machine.
+var (
+	ErrAborted      = errors.New("revision: transaction was aborted")
+	ErrBadSplit     = errors.New("revision: split key is not strictly inside the range")
+	ErrUnknownRange = errors.New("revision: unknown range")
+)
+
+// Decided is one transaction's fate: Rev > 0 when decided, Rev == 0 when
+// aborted.
+type Decided struct {
+	TxnID  uint64
+	Rev    int64
+	Ranges []uint64
+}
+
+// Effects is what applying one command produced, for the actor to act on.
+type Effects struct {
+	Decided    []Decided
+	Aborted    []uint64
+	Compacted  int64 // new compaction revision, if DidCompact
+	DidCompact bool
+	CompactErr error
+	Split      *SplitResult
+	SplitErr   error
+}
+
+// SplitResult names the two ranges a split produced.
+type SplitResult struct{ Left, Right *raftcmdpb.RangeDesc }
+
+// State is the oracle's replicated state machine: pure, no I/O.
+type State struct {
+	pb *raftcmdpb.OracleState
+	// txns holds the fate of recent transactions (rev, or 0 = aborted).
+	txns map[uint64]int64
+}
+
+// NewState wraps a loaded (or bootstrap) OracleState and its known decisions.
+func NewState(pb *raftcmdpb.OracleState, txns map[uint64]int64) *State {
+	if pb.LastRev == nil {
+		pb.LastRev = map[uint64]int64{}
+	}
+	if txns == nil {
+		txns = map[uint64]int64{}
+	}
+	return &State{pb: pb, txns: txns}
+}
+
+// Bootstrap is the state of a brand-new store: revision 1 (as etcd starts),
+// one range covering the whole keyspace.
+func Bootstrap(clusterID, memberID uint64) *raftcmdpb.OracleState {
+	return &raftcmdpb.OracleState{
+		Revision:    1,
+		Ranges:      []*raftcmdpb.RangeDesc{{Id: 1}},
+		NextRangeId: 2,
+		LastRev:     map[uint64]int64{},
+		ClusterId:   clusterID,
+		MemberId:    memberID,
+	}
+}
+
+// CompactRev is etcd's compact revision: -1 before the first compaction.
+func (s *State) CompactRev() int64 {
+	if !s.pb.Compacted {
+		return -1
+	}
+	return s.pb.CompactRevision
+}
+
+// Proto is the state as stored.
+func (s *State) Proto() *raftcmdpb.OracleState { return s.pb }
+
+// Fate returns a transaction's recorded fate: (rev, true) if decided,
+// (0, true) if aborted, (0, false) if unknown.
+func (s *State) Fate(txn uint64) (int64, bool) {
+	rev, ok := s.txns[txn]
+	return rev, ok
+}
+
+// Apply applies one command at Raft index. Decisions for transactions
+// already aborted are reported as aborted again (never decided); repeated
+// decisions are reported with their first revision.
+func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
+	var fx Effects
+	for _, txn := range cmd.Aborts {
+		if _, ok := s.txns[txn]; !ok {
+			s.txns[txn] = 0
+		}
+		if s.txns[txn] == 0 {
+			fx.Aborted = append(fx.Aborted, txn)
+		}
+	}
+	for _, d := range cmd.Decisions {
+		if rev, ok := s.txns[d.TxnId]; ok {
+			if rev == 0 {
+				fx.Aborted = append(fx.Aborted, d.TxnId)
+			} else {
+				fx.Decided = append(fx.Decided, Decided{TxnID: d.TxnId, Rev: rev, Ranges: d.Ranges})
+			}
+			continue
+		}
+		s.pb.Revision++
+		rev := s.pb.Revision
+		s.txns[d.TxnId] = rev
+		for _, r := range d.Ranges {
+			s.pb.LastRev[r] = rev
+		}
+		fx.Decided = append(fx.Decided, Decided{TxnID: d.TxnId, Rev: rev, Ranges: d.Ranges})
+	}
+	if cmd.Compact != nil {
+		c := cmd.Compact.Revision
+		switch {
+		case c <= s.CompactRev():
+			fx.CompactErr = ErrCompactedRev
+		case c > s.pb.Revision:
+			fx.CompactErr = ErrFutureRev
+		default:
+			s.pb.CompactRevision = c
+			s.pb.Compacted = true
+			fx.Compacted = c
+			fx.DidCompact = true
+		}
+	}
+	if sp := cmd.Split; sp != nil {
+		fx.Split, fx.SplitErr = s.split(sp)
+	}
+	s.pb.AppliedIndex = index
+	return fx
+}
+
+// Errors of Compact, mapped by the router to etcd's.
+var (
+	ErrCompactedRev = errors.New("revision: required revision has been compacted")
+	ErrFutureRev    = errors.New("revision: required revision is a future revision")
+)
+
+func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
+	for i, r := range s.pb.Ranges {
+		if r.Id != sp.RangeId {
+			continue
+		}
+		if bytes.Compare(sp.Key, r.Start) <= 0 || (len(r.End) > 0 && bytes.Compare(sp.Key, r.End) >= 0) {
+			return nil, ErrBadSplit
+		}
+		right := &raftcmdpb.RangeDesc{Id: s.pb.NextRangeId, Start: bytes.Clone(sp.Key), End: r.End}
+		left := &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: bytes.Clone(sp.Key)}
+		s.pb.NextRangeId++
+		s.pb.Ranges[i] = left
+		s.pb.Ranges = append(s.pb.Ranges, nil)
+		copy(s.pb.Ranges[i+2:], s.pb.Ranges[i+1:])
+		s.pb.Ranges[i+1] = right
+		s.pb.LastRev[right.Id] = s.pb.LastRev[left.Id]
+		return &SplitResult{Left: left, Right: right}, nil
+	}
+	return nil, fmt.Errorf("%w %d", ErrUnknownRange, sp.RangeId)
+}
+
+// Prune forgets the fate of transactions that every involved shard has
+// durably applied (decided) or that are older than any live intent could be
+// (aborted). keep reports whether a transaction must be remembered.
+func (s *State) Prune(keep func(txn uint64, rev int64) bool) []uint64 {
+	var gone []uint64
+	for txn, rev := range s.txns {
+		if !keep(txn, rev) {
+			delete(s.txns, txn)
+			gone = append(gone, txn)
+		}
+	}
+	return gone
+}

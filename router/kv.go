@@ -1,0 +1,194 @@
+package router
+
+import (
+	"bytes"
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mosaic-kv/mosaic/router/kvrules"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
+)
+
+// kvServer is etcd's KV service.
+type kvServer struct {
+	pb.UnimplementedKVServer
+	r *Router
+}
+
+func (s *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	return s.r.Range(ctx, req)
+}
+
+func (s *kvServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	if err := kvrules.CheckPut(req); err != nil {
+		return nil, err
+	}
+	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
+		return nil, err
+	}
+	return s.r.Put(ctx, req)
+}
+
+func (s *kvServer) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	if err := kvrules.CheckDeleteRange(req); err != nil {
+		return nil, err
+	}
+	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
+		return nil, err
+	}
+	return s.r.DeleteRange(ctx, req)
+}
+
+func (s *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if err := kvrules.CheckTxn(req, s.r.maxTxnOps); err != nil {
+		return nil, err
+	}
+	if kvrules.IsTxnReadOnly(req) {
+		return s.r.readTxn(ctx, req)
+	}
+	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
+		return nil, err
+	}
+	return s.r.Txn(ctx, req)
+}
+
+func (s *kvServer) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	if err := kvrules.CheckCompaction(req); err != nil {
+		return nil, err
+	}
+	return s.r.Compact(ctx, req)
+}
+
+func (s *kvServer) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
+	return s.r.RangeStream(req, stream)
+}
+
+// readTxn serves a Txn whose ops are all Ranges at one read revision, as
+// etcd serves it on its read path: compares and ranges see the same state.
+func (r *Router) readTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	view := r.node.oracle.View()
+	compares := kvrules.TxnCompares(req)
+	results := make([]bool, len(compares))
+	for i, c := range compares {
+		var parts []kvrules.ComparePart
+		for _, d := range view.Ranges {
+			sp, ok := clip(c.Key, c.RangeEnd, d)
+			if !ok {
+				continue
+			}
+			rq := &pb.RangeRequest{Key: sp.Key, RangeEnd: sp.End}
+			part, err := r.readPart(ctx, d, sp, rq, view.Rev, view)
+			if err != nil {
+				return nil, err
+			}
+			parts = append(parts, kvrules.EvalCompare(c, part.KVs))
+		}
+		results[i] = kvrules.CompareResult(c, parts)
+	}
+	plan, err := kvrules.TxnPlan(req, results)
+	if err != nil {
+		return nil, err
+	}
+	if err := plan.Check(kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
+		return nil, err
+	}
+	return r.readOnlyPlan(ctx, plan, view)
+}
+
+// Compact records the compaction revision with the oracle (reads below it
+// fail from then on) and removes old versions; with physical set, it
+// answers only once they are gone.
+func (r *Router) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	view := r.node.oracle.View()
+	if err := kvrules.CheckCompactionState(req, kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
+		return nil, err
+	}
+	if err := r.node.oracle.Compact(ctx, req.Revision); err != nil {
+		return nil, toGRPC(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.node.store.Compact(context.Background(), req.Revision) }()
+	if req.Physical {
+		select {
+		case err := <-done:
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, toGRPC(ctx.Err())
+		}
+	}
+	return &pb.CompactionResponse{Header: r.header(r.node.oracle.View().Rev)}, nil
+}
+
+// streamChunk is the number of keys per RangeStream message.
+const streamChunk = 1000
+
+// RangeStream sends a range in chunks read at one revision, so memory stays
+// bounded by the chunk size. The last message carries the header, more and
+// count, as etcd 3.7 sends them.
+func (r *Router) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
+	if err := kvrules.CheckRange(req); err != nil {
+		return err
+	}
+	if !kvrules.IsDefaultOrdering(req) {
+		return status.Errorf(codes.Unimplemented, "RangeStream does not support custom sort orders")
+	}
+	if kvrules.HasRevisionFilters(req) {
+		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
+	}
+	ctx := stream.Context()
+	view := r.node.oracle.View()
+	if err := kvrules.CheckRangeState(req, kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
+		return err
+	}
+	q := proto.Clone(req).(*pb.RangeRequest)
+	if q.Revision <= 0 {
+		q.Revision = view.Rev
+	}
+	if q.CountOnly {
+		resp, err := r.rangeAt(ctx, q, view)
+		if err != nil {
+			return err
+		}
+		return stream.Send(&pb.RangeStreamResponse{RangeResponse: &pb.RangeResponse{Header: r.header(view.Rev), Count: resp.Count}})
+	}
+	total := req.Limit
+	var sent int64
+	for {
+		q.Limit = streamChunk
+		if total > 0 && total-sent < q.Limit {
+			q.Limit = total - sent
+		}
+		resp, err := r.rangeAt(ctx, q, view)
+		if err != nil {
+			return err
+		}
+		sent += int64(len(resp.Kvs))
+		done := !resp.More || (total > 0 && sent >= total)
+		out := &pb.RangeResponse{Kvs: resp.Kvs}
+		if done {
+			out.Header = r.header(view.Rev)
+			out.More = resp.More
+			// resp.Count counts from this chunk's start key to the end.
+			out.Count = sent - int64(len(resp.Kvs)) + resp.Count
+		}
+		if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		last := resp.Kvs[len(resp.Kvs)-1].Key
+		q.Key = append(bytes.Clone(last), 0)
+	}
+}
+
+var _ = rpctypes.ErrGRPCEmptyKey
+var _ = mvcc.ErrCompacted

@@ -1,0 +1,237 @@
+package router
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/mosaic-kv/mosaic/actors"
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/shard"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
+)
+
+// NodeConfig configures a single node.
+type NodeConfig struct {
+	Name    string
+	DataDir string
+	Logger  *zap.Logger
+}
+
+// Node is one Mosaic process: its stores, its actor system, the oracle and
+// the shard replicas it hosts.
+type Node struct {
+	cfg    NodeConfig
+	lg     *zap.Logger
+	sys    *actor.ActorSystem
+	logs   *actors.LogStore
+	store  *mvcc.Store
+	oracle *revision.Oracle
+	nodeID uint64
+
+	mu     sync.RWMutex
+	shards map[uint64]*shard.Shard
+
+	splitMu sync.Mutex // one split at a time
+}
+
+const nodeID = 1 // single-node: every group has this one voter
+
+// OpenNode opens (or creates) the node's data dir and starts its actors.
+func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
+	if err := checkDataDir(c.DataDir); err != nil {
+		return nil, err
+	}
+	store, err := mvcc.Open(filepath.Join(c.DataDir, "state"), mvcc.Options{Logger: c.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	}
+	logs, err := actors.OpenLogStore(filepath.Join(c.DataDir, "raft"), c.Logger)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}))
+	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}}
+	n.oracle, err = revision.Start(n.sys, revision.Config{
+		NodeID: nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
+		Notify:    n.deliver,
+		ClusterID: randomID(), MemberID: randomID(),
+	})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := wait(ctx, n.oracle.Ready()); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("waiting for the revision oracle: %w", err)
+	}
+	for _, d := range n.oracle.View().Ranges {
+		if _, err := n.startShard(d); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	for _, s := range n.allShards() {
+		if err := wait(ctx, s.Ready()); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("waiting for range %d: %w", s.ID(), err)
+		}
+	}
+	return n, nil
+}
+
+// dataDirMarker names a Mosaic data dir, so that a foreign directory is
+// refused instead of being written into.
+const dataDirMarker = "MOSAIC"
+
+func checkDataDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		return os.WriteFile(filepath.Join(dir, dataDirMarker), []byte("mosaic data dir v1\n"), 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if len(ents) == 0 {
+		return os.WriteFile(filepath.Join(dir, dataDirMarker), []byte("mosaic data dir v1\n"), 0o600)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, dataDirMarker))
+	if err != nil || string(b) != "mosaic data dir v1\n" {
+		if _, e := os.Stat(filepath.Join(dir, "member")); e == nil {
+			return fmt.Errorf("data dir %s holds an etcd member, not Mosaic data (Mosaic cannot read etcd's data files; use a fresh --data-dir)", dir)
+		}
+		return fmt.Errorf("data dir %s is not empty and is not a Mosaic data dir (no valid %s file)", dir, dataDirMarker)
+	}
+	return nil
+}
+
+func wait(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func randomID() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
+func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
+	s, err := shard.Start(n.sys, shard.Config{
+		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
+		StartRev: n.oracle.View().LastRev[d.Id],
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.shards[d.Id] = s
+	n.mu.Unlock()
+	return s, nil
+}
+
+// deliver routes the oracle's decisions to the shard of a range.
+func (n *Node) deliver(rangeID uint64, ds []revision.Decided) {
+	if s := n.shard(rangeID); s != nil {
+		s.Deliver(ds)
+		return
+	}
+	n.lg.Error("decision for a range with no local shard", zap.Uint64("range", rangeID))
+}
+
+func (n *Node) shard(id uint64) *shard.Shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.shards[id]
+}
+
+func (n *Node) allShards() []*shard.Shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*shard.Shard, 0, len(n.shards))
+	for _, s := range n.shards {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// Split splits the range holding key at key: the shard is frozen (drained
+// of latches and intents), the oracle records the new table, the new
+// range's shard starts, and the old one resumes with its smaller span.
+// Requests that reached the old shard for the moved span are answered
+// ErrRangeMoved and retried by the router.
+func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, error) {
+	n.splitMu.Lock()
+	defer n.splitMu.Unlock()
+	d := n.oracle.View().RangeFor(key)
+	if d == nil {
+		return nil, fmt.Errorf("no range holds key %q", key)
+	}
+	if string(d.Start) == string(key) {
+		return nil, fmt.Errorf("key %q is already the start of range %d", key, d.Id)
+	}
+	s := n.shard(d.Id)
+	if s == nil {
+		return nil, fmt.Errorf("range %d has no replica on this node", d.Id)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.Freeze(fctx); err != nil {
+		return nil, fmt.Errorf("draining range %d: %w", d.Id, err)
+	}
+	res, err := n.oracle.Split(context.Background(), d.Id, key)
+	if err != nil {
+		s.Unfreeze(nil)
+		return nil, err
+	}
+	right, err := n.startShard(res.Right)
+	if err != nil {
+		s.Unfreeze(res.Left)
+		return nil, err
+	}
+	s.Unfreeze(res.Left)
+	if err := wait(ctx, right.Ready()); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Close stops the actors and closes the stores.
+func (n *Node) Close() {
+	for _, s := range n.allShards() {
+		s.Stop()
+	}
+	if n.oracle != nil {
+		n.oracle.Stop()
+	}
+	n.sys.Shutdown()
+	if n.logs != nil {
+		n.logs.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+}

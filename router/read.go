@@ -1,0 +1,121 @@
+package router
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/router/kvrules"
+	"github.com/mosaic-kv/mosaic/shard"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
+)
+
+// Router serves the client APIs of one node.
+type Router struct {
+	node            *Node
+	ids             *txnIDs
+	maxRequestBytes int
+	maxTxnOps       int
+	name            string
+	clientURLs      []string
+	peerURLs        []string
+}
+
+// Options configures a Router.
+type Options struct {
+	MaxRequestBytes int
+	MaxTxnOps       int
+	Name            string
+	ClientURLs      []string
+	PeerURLs        []string
+}
+
+// New returns a Router over an open node.
+func New(n *Node, o Options) *Router {
+	return &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
+		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs}
+}
+
+// header is etcd's response header at revision rev.
+func (r *Router) header(rev int64) *pb.ResponseHeader {
+	v := r.node.oracle.View()
+	return &pb.ResponseHeader{ClusterId: v.ClusterID, MemberId: v.MemberID, Revision: rev, RaftTerm: v.Term}
+}
+
+// Range serves a Range. Linearizable and serializable reads take the same
+// path on a single node: the oracle's published view is current for every
+// write acknowledged so far.
+func (r *Router) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if err := kvrules.CheckRange(req); err != nil {
+		return nil, err
+	}
+	view := r.node.oracle.View()
+	if err := kvrules.CheckRangeState(req, kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
+		return nil, err
+	}
+	resp, err := r.rangeAt(ctx, req, view)
+	if err != nil {
+		return nil, err
+	}
+	resp.Header = r.header(view.Rev)
+	return resp, nil
+}
+
+// rangeAt reads req across ranges at its revision (or view.Rev) and merges
+// the parts as etcd would answer.
+func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revision.View) (*pb.RangeResponse, error) {
+	rev := req.Revision
+	if rev <= 0 {
+		rev = view.Rev
+	}
+	var parts []kvrules.RangePart
+	for _, d := range view.Ranges {
+		sp, ok := clip(req.Key, req.RangeEnd, d)
+		if !ok {
+			continue
+		}
+		part, err := r.readPart(ctx, d, sp, req, rev, view)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, part)
+	}
+	resp := kvrules.MergeRange(req, parts)
+	resp.Header = &pb.ResponseHeader{Revision: view.Rev}
+	return resp, nil
+}
+
+// readPart reads one range's part of a Range at rev, once the range has
+// applied everything the oracle had assigned to it in view.
+func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.Span, req *pb.RangeRequest, rev int64, view *revision.View) (kvrules.RangePart, error) {
+	if s := r.node.shard(d.Id); s != nil {
+		if err := s.WaitApplied(ctx, min(view.LastRev[d.Id], rev)); err != nil {
+			return kvrules.RangePart{}, toGRPC(err)
+		}
+	}
+	var part kvrules.RangePart
+	err := r.node.store.View(func(rd *mvcc.Reader) error {
+		res, err := rd.Range(sp.Key, sp.End, rev, mvcc.ReadOptions{
+			Limit:     kvrules.ShardFetchLimit(req),
+			KeysOnly:  !kvrules.ShardNeedsValues(req),
+			CountOnly: req.CountOnly,
+		})
+		part = kvrules.RangePart{KVs: res.KVs, Count: res.Count}
+		return err
+	})
+	if err != nil {
+		return part, mapStoreErr(err)
+	}
+	return part, nil
+}
+
+func mapStoreErr(err error) error {
+	if errors.Is(err, mvcc.ErrCompacted) {
+		return rpctypes.ErrGRPCCompacted
+	}
+	return err
+}

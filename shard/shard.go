@@ -1,0 +1,721 @@
+package shard
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mosaic-kv/mosaic/actors"
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/router/kvrules"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
+)
+
+// ErrRangeMoved tells the router that the shard no longer owns (part of)
+// the request's span; the router retries with a fresh range table.
+var ErrRangeMoved = errors.New("shard: key span is no longer owned by this range")
+
+// Resolver is what a shard asks about intents it finds after a restart.
+type Resolver interface {
+	Resolve(ctx context.Context, txn uint64) (int64, error)
+}
+
+// Config configures a shard replica.
+type Config struct {
+	Desc     *raftcmdpb.RangeDesc
+	NodeID   uint64
+	Logs     *actors.LogStore
+	Store    *mvcc.Store
+	Oracle   Resolver
+	Logger   *zap.Logger
+	StartRev int64 // applied revision of a range that has no state yet (a split's right side)
+}
+
+// Shard is the handle to a shard actor, safe for concurrent use.
+type Shard struct {
+	id   uint64
+	root *actor.RootContext
+	pid  *actor.PID
+
+	applied atomic.Int64 // applied revision
+	mu      sync.Mutex
+	advance chan struct{} // closed and replaced whenever applied moves
+	ready   chan struct{}
+	desc    atomic.Pointer[raftcmdpb.RangeDesc]
+	index   atomic.Uint64
+}
+
+// Start spawns the shard actor for c.Desc.
+func Start(sys *actor.ActorSystem, c Config) (*Shard, error) {
+	s := &Shard{id: c.Desc.Id, root: sys.Root, advance: make(chan struct{}), ready: make(chan struct{})}
+	s.desc.Store(c.Desc)
+	props := actor.PropsFromProducer(func() actor.Actor { return &shardActor{cfg: c, handle: s} })
+	pid, err := sys.Root.SpawnNamed(props, fmt.Sprintf("shard-%d", c.Desc.Id))
+	if err != nil {
+		return nil, err
+	}
+	s.pid = pid
+	return s, nil
+}
+
+// ID is the range id.
+func (s *Shard) ID() uint64 { return s.id }
+
+// Desc is the range's current span.
+func (s *Shard) Desc() *raftcmdpb.RangeDesc { return s.desc.Load() }
+
+// Ready is closed once the shard has recovered.
+func (s *Shard) Ready() <-chan struct{} { return s.ready }
+
+// AppliedRev is the highest revision applied.
+func (s *Shard) AppliedRev() int64 { return s.applied.Load() }
+
+// AppliedIndex is the Raft index the state machine has applied.
+func (s *Shard) AppliedIndex() uint64 { return s.index.Load() }
+
+// WaitApplied blocks until the shard has applied revision rev.
+func (s *Shard) WaitApplied(ctx context.Context, rev int64) error {
+	for {
+		s.mu.Lock()
+		ch := s.advance
+		s.mu.Unlock()
+		if s.applied.Load() >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Shard) setApplied(rev int64) {
+	s.applied.Store(rev)
+	s.mu.Lock()
+	close(s.advance)
+	s.advance = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// LatchRequest latches spans and evaluates what the request's outcome
+// depends on. Every span and key is inside the shard's span.
+type LatchRequest struct {
+	Txn           uint64
+	Reads, Writes []Span
+	Compares      []*pb.Compare // clipped to the shard; evaluated in order
+	Exists        [][]byte      // keys whose existence is asked
+	Deletes       []Span        // spans asked whether they hold a live key
+}
+
+// LatchResult answers a LatchRequest, index-aligned with it.
+type LatchResult struct {
+	Compares []kvrules.ComparePart
+	Exists   []bool
+	Deletes  []bool
+}
+
+// OpResult is one op's outcome on this shard.
+type OpResult struct {
+	Sub     int32
+	Prev    *mvccpb.KeyValue   // put (when asked)
+	Deleted []*mvccpb.KeyValue // delete: the deleted keys' previous values
+	Range   kvrules.RangePart  // range
+}
+
+// Applied is the outcome of one intent.
+type Applied struct {
+	Rev     int64
+	Results []OpResult
+	Err     error
+}
+
+// Latch latches and evaluates; on error nothing is held.
+func (s *Shard) Latch(ctx context.Context, req *LatchRequest) (*LatchResult, error) {
+	reply := make(chan latchReply, 1)
+	s.root.Send(s.pid, &latchMsg{req: req, reply: reply})
+	select {
+	case r := <-reply:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The latch may still be granted later: make sure it is dropped.
+		s.Release(req.Txn)
+		return nil, ctx.Err()
+	}
+}
+
+// Propose makes the latched request's ops on this shard an intent. The
+// returned channel yields once, when the intent is committed (nil) or
+// failed; applied later yields the outcome once decided.
+func (s *Shard) Propose(txn uint64, ops []*raftcmdpb.Op) (committed <-chan error, applied <-chan Applied) {
+	c := make(chan error, 1)
+	a := make(chan Applied, 1)
+	s.root.Send(s.pid, &proposeMsg{txn: txn, ops: ops, committed: c, applied: a})
+	return c, a
+}
+
+// Release drops txn's latches and intent (after an abort, or when the
+// request needs nothing more from this shard).
+func (s *Shard) Release(txn uint64) { s.root.Send(s.pid, &releaseMsg{txn: txn}) }
+
+// Deliver hands the oracle's decisions for this range to the shard.
+func (s *Shard) Deliver(ds []revision.Decided) { s.root.Send(s.pid, &decidedMsg{ds: ds}) }
+
+// Freeze stops granting latches and returns once nothing is latched or
+// pending, so the range's span can change safely.
+func (s *Shard) Freeze(ctx context.Context) error {
+	reply := make(chan struct{})
+	s.root.Send(s.pid, &freezeMsg{reply: reply})
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		s.Unfreeze(nil)
+		return ctx.Err()
+	}
+}
+
+// Unfreeze resumes with the given span (nil keeps the current one).
+func (s *Shard) Unfreeze(desc *raftcmdpb.RangeDesc) {
+	if desc != nil {
+		s.desc.Store(desc)
+	}
+	s.root.Send(s.pid, &unfreezeMsg{desc: desc})
+}
+
+// Stop stops the actor and waits until it has stopped.
+func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
+
+type latchMsg struct {
+	req   *LatchRequest
+	reply chan latchReply
+}
+
+type latchReply struct {
+	res *LatchResult
+	err error
+}
+
+type proposeMsg struct {
+	txn       uint64
+	ops       []*raftcmdpb.Op
+	committed chan error
+	applied   chan Applied
+}
+
+type releaseMsg struct{ txn uint64 }
+type decidedMsg struct{ ds []revision.Decided }
+type persistedMsg struct{ err error }
+type freezeMsg struct{ reply chan struct{} }
+type unfreezeMsg struct{ desc *raftcmdpb.RangeDesc }
+type resolvedMsg struct {
+	fates map[uint64]int64 // 0 = aborted
+	err   error
+}
+
+// intent is an intent committed in the log, waiting for its decision.
+type intent struct {
+	txn     uint64
+	ops     []*raftcmdpb.Op
+	index   uint64 // Raft entry holding it
+	applied chan Applied
+}
+
+// shardActor owns one replica's Raft group, latches and intents.
+type shardActor struct {
+	cfg    Config
+	handle *Shard
+	self   *actor.PID
+	lg     *zap.Logger
+
+	desc  *raftcmdpb.RangeDesc
+	group *actors.RaftGroup
+
+	latches  latches
+	grantsTo map[uint64]*latchMsg // latch requests waiting for their grant
+
+	proposals []*proposeMsg          // not yet in a log entry
+	waiting   map[uint64]*proposeMsg // proposed, not yet committed
+	intents   map[uint64]*intent     // committed, not yet applied
+	perEntry  map[uint64]int         // unresolved intents per Raft index
+
+	appliedRev int64
+	startLast  uint64
+	recovering bool
+	frozen     []chan struct{}
+	isFrozen   bool
+	stash      []any
+}
+
+func (a *shardActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.self = ctx.Self()
+		if err := a.start(); err != nil {
+			a.lg.Fatal("shard failed to start", zap.Error(err))
+		}
+	case *persistedMsg:
+		if m.err != nil {
+			a.lg.Fatal("shard: raft log write failed", zap.Error(m.err))
+		}
+		if err := a.group.Persisted(a.applyEntries); err != nil {
+			a.lg.Fatal("shard", zap.Error(err))
+		}
+	case *resolvedMsg:
+		a.finishRecovery(m)
+	default:
+		if a.recovering {
+			a.stash = append(a.stash, m)
+			return
+		}
+		a.handle1(m)
+	}
+	a.flushProposals()
+	a.group.Drive(a.applyEntries)
+}
+
+func (a *shardActor) handle1(msg any) {
+	switch m := msg.(type) {
+	case *latchMsg:
+		a.onLatch(m)
+	case *proposeMsg:
+		a.proposals = append(a.proposals, m)
+	case *releaseMsg:
+		a.release(m.txn)
+	case *decidedMsg:
+		a.applyDecided(m.ds)
+	case *freezeMsg:
+		a.isFrozen = true
+		a.frozen = append(a.frozen, m.reply)
+		a.checkFrozen()
+	case *unfreezeMsg:
+		if m.desc != nil {
+			a.desc = m.desc
+		}
+		a.isFrozen = false
+		stash := a.stash
+		a.stash = nil
+		for _, s := range stash {
+			a.handle1(s)
+		}
+	}
+}
+
+var stateKeyPrefix = []byte("s/")
+
+func stateKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), stateKeyPrefix...), id)
+}
+
+// shardState is what a shard persists with every apply: the applied
+// revision and the Raft index below which no intent is unresolved.
+func encodeState(rev int64, index uint64) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(rev))
+	return binary.BigEndian.AppendUint64(b, index)
+}
+
+func (a *shardActor) start() error {
+	c := a.cfg
+	a.lg = c.Logger.With(zap.Uint64("range", c.Desc.Id))
+	a.desc = c.Desc
+	a.grantsTo = map[uint64]*latchMsg{}
+	a.waiting = map[uint64]*proposeMsg{}
+	a.intents = map[uint64]*intent{}
+	a.perEntry = map[uint64]int{}
+	var index uint64
+	a.appliedRev = c.StartRev
+	err := c.Store.View(func(r *mvcc.Reader) error {
+		b, err := r.Meta(stateKey(c.Desc.Id))
+		if err != nil || b == nil {
+			return err
+		}
+		if len(b) != 16 {
+			return fmt.Errorf("shard %d: corrupt state record", c.Desc.Id)
+		}
+		a.appliedRev = int64(binary.BigEndian.Uint64(b))
+		index = binary.BigEndian.Uint64(b[8:])
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
+		Group: c.Desc.Id, NodeID: c.NodeID, Applied: index, Store: c.Logs, Logger: a.lg,
+		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
+	})
+	if err != nil {
+		return err
+	}
+	a.handle.index.Store(a.group.Applied())
+	a.handle.setApplied(a.appliedRev)
+	a.startLast = a.group.LastIndex()
+	a.recovering = true
+	return a.group.Campaign()
+}
+
+// finishRecovery applies or drops the intents found in the log after a
+// restart, by the oracle's word, then starts serving.
+func (a *shardActor) finishRecovery(m *resolvedMsg) {
+	if m.err != nil {
+		a.lg.Fatal("shard: resolving intents after restart failed", zap.Error(m.err))
+	}
+	var ds []revision.Decided
+	for txn, rev := range m.fates {
+		switch {
+		case rev == 0:
+			a.dropIntent(txn)
+		case rev <= a.appliedRev:
+			a.dropIntent(txn) // applied before the restart
+		default:
+			ds = append(ds, revision.Decided{TxnID: txn, Rev: rev})
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Rev < ds[j].Rev })
+	a.applyDecided(ds)
+	a.persistIndex()
+	a.recovering = false
+	close(a.handle.ready)
+	stash := a.stash
+	a.stash = nil
+	for _, s := range stash {
+		a.handle1(s)
+	}
+}
+
+func (a *shardActor) owns(sp Span) bool {
+	if !revision.Contains(a.desc, sp.Key) {
+		return false
+	}
+	if len(a.desc.End) == 0 {
+		return true
+	}
+	up := sp.upper()
+	return string(up) <= string(a.desc.End)
+}
+
+func (a *shardActor) onLatch(m *latchMsg) {
+	if a.isFrozen {
+		a.stash = append(a.stash, m)
+		return
+	}
+	req := m.req
+	for _, spans := range [][]Span{req.Reads, req.Writes, req.Deletes} {
+		for _, sp := range spans {
+			if !a.owns(sp) {
+				m.reply <- latchReply{err: ErrRangeMoved}
+				return
+			}
+		}
+	}
+	ls := &latchSet{txn: req.Txn, reads: req.Reads, writes: req.Writes}
+	if !a.latches.acquire(ls) {
+		a.grantsTo[req.Txn] = m
+		return
+	}
+	a.evaluate(m)
+}
+
+// evaluate answers a granted latch request from the latest applied state.
+func (a *shardActor) evaluate(m *latchMsg) {
+	req := m.req
+	res := &LatchResult{}
+	err := a.cfg.Store.View(func(r *mvcc.Reader) error {
+		for _, c := range req.Compares {
+			rr, err := r.Range(c.Key, c.RangeEnd, math.MaxInt64, mvcc.ReadOptions{})
+			if err != nil {
+				return err
+			}
+			res.Compares = append(res.Compares, kvrules.EvalCompare(c, rr.KVs))
+		}
+		for _, k := range req.Exists {
+			kv, err := r.Get(k, math.MaxInt64)
+			if err != nil {
+				return err
+			}
+			res.Exists = append(res.Exists, kv != nil)
+		}
+		for _, sp := range req.Deletes {
+			rr, err := r.Range(sp.Key, sp.End, math.MaxInt64, mvcc.ReadOptions{Limit: 1, CountOnly: true})
+			if err != nil {
+				return err
+			}
+			res.Deletes = append(res.Deletes, rr.Count > 0)
+		}
+		return nil
+	})
+	if err != nil {
+		a.release(req.Txn)
+		m.reply <- latchReply{err: err}
+		return
+	}
+	m.reply <- latchReply{res: res}
+}
+
+// release drops a transaction's latches, pending proposal and intent, and
+// evaluates the requests that were waiting for them.
+func (a *shardActor) release(txn uint64) {
+	if m, ok := a.grantsTo[txn]; ok {
+		delete(a.grantsTo, txn)
+		m.reply <- latchReply{err: context.Canceled}
+	}
+	a.dropIntent(txn)
+	for _, ls := range a.latches.release(txn) {
+		if m, ok := a.grantsTo[ls.txn]; ok {
+			delete(a.grantsTo, ls.txn)
+			a.evaluate(m)
+		}
+	}
+	a.checkFrozen()
+}
+
+func (a *shardActor) dropIntent(txn uint64) {
+	if in, ok := a.intents[txn]; ok {
+		delete(a.intents, txn)
+		a.resolved(in.index)
+	}
+	for i, p := range a.proposals {
+		if p.txn == txn {
+			a.proposals = append(a.proposals[:i], a.proposals[i+1:]...)
+			break
+		}
+	}
+}
+
+func (a *shardActor) resolved(index uint64) {
+	if a.perEntry[index]--; a.perEntry[index] <= 0 {
+		delete(a.perEntry, index)
+	}
+}
+
+func (a *shardActor) checkFrozen() {
+	if !a.isFrozen || len(a.frozen) == 0 || !a.latches.idle() || len(a.intents) > 0 || len(a.waiting) > 0 || len(a.proposals) > 0 {
+		return
+	}
+	for _, ch := range a.frozen {
+		close(ch)
+	}
+	a.frozen = nil
+}
+
+// flushProposals puts every queued intent into one log entry, while no
+// Ready is being made durable (so one fsync carries many intents).
+func (a *shardActor) flushProposals() {
+	if len(a.proposals) == 0 || a.group.Busy() {
+		return
+	}
+	cmd := &raftcmdpb.ShardCommand{}
+	for _, p := range a.proposals {
+		cmd.Intents = append(cmd.Intents, &raftcmdpb.Intent{TxnId: p.txn, Ops: p.ops})
+	}
+	data, err := proto.Marshal(cmd)
+	if err == nil {
+		err = a.group.Propose(data)
+	}
+	for _, p := range a.proposals {
+		if err != nil {
+			p.committed <- err
+			continue
+		}
+		a.waiting[p.txn] = p
+	}
+	a.proposals = a.proposals[:0]
+}
+
+// applyEntries makes committed intents pending; they wait for decisions.
+func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
+	for _, e := range ents {
+		if e.GetType() != raftpb.EntryNormal || len(e.GetData()) == 0 {
+			continue
+		}
+		cmd := &raftcmdpb.ShardCommand{}
+		if err := proto.Unmarshal(e.GetData(), cmd); err != nil {
+			a.lg.Fatal("shard: undecodable log entry", zap.Uint64("index", e.GetIndex()), zap.Error(err))
+		}
+		for _, in := range cmd.Intents {
+			p := a.waiting[in.TxnId]
+			delete(a.waiting, in.TxnId)
+			it := &intent{txn: in.TxnId, ops: in.Ops, index: e.GetIndex()}
+			if p != nil {
+				it.applied = p.applied
+			}
+			a.intents[in.TxnId] = it
+			a.perEntry[e.GetIndex()]++
+			if p != nil {
+				p.committed <- nil
+			}
+		}
+	}
+	if n := len(ents); n > 0 {
+		last := ents[n-1].GetIndex()
+		if a.recovering && last > a.startLast {
+			a.startRecovery()
+		}
+	}
+}
+
+// startRecovery asks the oracle about every intent found in the log.
+func (a *shardActor) startRecovery() {
+	txns := make([]uint64, 0, len(a.intents))
+	for t := range a.intents {
+		txns = append(txns, t)
+	}
+	oracle, self, root := a.cfg.Oracle, a.self, a.handle.root
+	go func() {
+		fates := map[uint64]int64{}
+		for _, t := range txns {
+			rev, err := oracle.Resolve(context.Background(), t)
+			if errors.Is(err, revision.ErrAborted) {
+				rev, err = 0, nil
+			}
+			if err != nil {
+				root.Send(self, &resolvedMsg{err: err})
+				return
+			}
+			fates[t] = rev
+		}
+		root.Send(self, &resolvedMsg{fates: fates})
+	}()
+}
+
+// applyDecided applies decided intents, in the given (revision) order, in
+// one MVCC transaction together with the new applied state.
+func (a *shardActor) applyDecided(ds []revision.Decided) {
+	type done struct {
+		in  *intent
+		out Applied
+	}
+	var dones []done
+	err := a.cfg.Store.Update(func(w *mvcc.Writer) error {
+		dones = dones[:0]
+		rev := a.appliedRev
+		for _, d := range ds {
+			in, ok := a.intents[d.TxnID]
+			if !ok {
+				if d.Rev > a.appliedRev {
+					a.lg.Error("shard: decision for an unknown intent", zap.Uint64("txn", d.TxnID), zap.Int64("rev", d.Rev))
+				}
+				continue
+			}
+			if d.Rev <= rev {
+				return fmt.Errorf("shard %d: decision rev %d not after applied rev %d", a.desc.Id, d.Rev, rev)
+			}
+			res, err := applyOps(w, d.Rev, in.ops)
+			if err != nil {
+				return err
+			}
+			rev = d.Rev
+			dones = append(dones, done{in: in, out: Applied{Rev: d.Rev, Results: res}})
+		}
+		if len(dones) == 0 {
+			return nil
+		}
+		resolving := make([]*intent, len(dones))
+		for i, d := range dones {
+			resolving[i] = d.in
+		}
+		return w.SetMeta(stateKey(a.desc.Id), encodeState(rev, a.lowWaterAfter(resolving)))
+	})
+	if err != nil {
+		a.lg.Fatal("shard: applying decided intents failed", zap.Error(err))
+	}
+	if len(dones) == 0 {
+		return
+	}
+	for _, d := range dones {
+		delete(a.intents, d.in.txn)
+		a.resolved(d.in.index)
+	}
+	a.appliedRev = dones[len(dones)-1].out.Rev
+	a.handle.index.Store(a.lowWaterNow())
+	a.handle.setApplied(a.appliedRev)
+	for _, d := range dones {
+		if d.in.applied != nil {
+			d.in.applied <- d.out
+		}
+		a.release(d.in.txn)
+	}
+}
+
+// lowWaterAfter is the Raft index below which no intent stays unresolved
+// once the given intents are resolved.
+func (a *shardActor) lowWaterAfter(resolving []*intent) uint64 {
+	skip := map[uint64]int{}
+	for _, in := range resolving {
+		skip[in.index]++
+	}
+	low := a.group.Applied()
+	for idx, n := range a.perEntry {
+		if n > skip[idx] && idx-1 < low {
+			low = idx - 1
+		}
+	}
+	return low
+}
+
+func (a *shardActor) lowWaterNow() uint64 { return a.lowWaterAfter(nil) }
+
+// persistIndex records the applied state after recovery dropped intents.
+func (a *shardActor) persistIndex() {
+	err := a.cfg.Store.Update(func(w *mvcc.Writer) error {
+		return w.SetMeta(stateKey(a.desc.Id), encodeState(a.appliedRev, a.lowWaterNow()))
+	})
+	if err != nil {
+		a.lg.Fatal("shard: persisting state failed", zap.Error(err))
+	}
+	a.handle.index.Store(a.lowWaterNow())
+}
+
+// applyOps applies one intent's ops at rev, in op order.
+func applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error) {
+	out := make([]OpResult, 0, len(ops))
+	for _, op := range ops {
+		r := OpResult{Sub: op.Sub}
+		switch o := op.Op.(type) {
+		case *raftcmdpb.Op_Put:
+			p := o.Put
+			prev, err := w.Put(rev, op.Sub, mvcc.Put{Key: p.Key, Value: p.Value, Lease: p.Lease, IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease})
+			if err != nil {
+				return nil, err
+			}
+			if p.PrevKv {
+				r.Prev = prev
+			}
+		case *raftcmdpb.Op_Delete:
+			d := o.Delete
+			deleted, err := w.DeleteRange(rev, op.Sub, d.Key, d.End)
+			if err != nil {
+				return nil, err
+			}
+			r.Deleted = deleted
+		case *raftcmdpb.Op_Range:
+			req := &pb.RangeRequest{}
+			if err := proto.Unmarshal(o.Range, req); err != nil {
+				return nil, err
+			}
+			at := rev
+			if req.Revision > 0 {
+				at = req.Revision
+			}
+			rr, err := w.Range(req.Key, req.RangeEnd, at, mvcc.ReadOptions{Limit: kvrules.ShardFetchLimit(req), KeysOnly: req.KeysOnly, CountOnly: req.CountOnly})
+			if err != nil {
+				return nil, err
+			}
+			r.Range = kvrules.RangePart{KVs: rr.KVs, Count: rr.Count}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
