@@ -72,15 +72,17 @@ type Outcome struct {
 func (d *Diff) Check(name string, op Op, opts ...cmp.Option) Outcome {
 	d.t.Helper()
 	d.checks++
-	ref := d.run(d.Ref, op)
-	subj := d.run(d.Subj, op)
+	ref := Run(d.Ref, op)
+	subj := Run(d.Subj, op)
 	if msg := CompareOutcomes(ref, subj, opts...); msg != "" {
 		d.t.Errorf("%s: %s (-%s +%s):\n%s", name, "responses differ", d.Ref.Name(), d.Subj.Name(), msg)
 	}
 	return ref
 }
 
-func (d *Diff) run(s Server, op Op) Outcome {
+// Run runs op against s alone and returns its normalised outcome, for tests that compare
+// outcomes themselves (CompareOutcomes).
+func Run(s Server, op Op) Outcome {
 	ctx, cancel := context.WithTimeout(context.Background(), OpTimeout)
 	defer cancel()
 	resp, err := op(ctx, s.Client())
