@@ -10,8 +10,9 @@ import (
 )
 
 // splitKeys cut the key space of every differential sequence into many ranges: between
-// prefixes and their extensions, inside prefixes, next to NUL and 0xff keys.
-var splitKeys = []string{"\x00\x01", "ab", "abc", "b", "c", "foo/", "foo/2", "k", "k2", "m", "m050", "n", "p2", "s/150", "t2", "txn/", "x", "z", "\xff"}
+// prefixes and their extensions, inside prefixes, next to NUL and 0xff keys. (A split key
+// travels as a command-line argument, so it cannot contain a NUL byte.)
+var splitKeys = []string{"\x01", "ab", "abc", "b", "c", "foo/", "foo/2", "k", "k2", "m", "m050", "n", "p2", "s/150", "t2", "txn/", "x", "z", "\xff"}
 
 func splitAll(t *testing.T, subj *harness.Process, keys []string) {
 	t.Helper()

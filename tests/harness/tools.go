@@ -42,7 +42,7 @@ func SplitRange(t testing.TB, subject Server, key string) {
 		t.Logf("subject is etcd: no range to split at %q", key)
 		return
 	}
-	stdout, stderr, err := Mosaicctl(t, subject.Endpoint(), "range", "split", key)
+	stdout, stderr, err := Mosaicctl(t, subject.Endpoint(), "range", "split", "--", key)
 	if err != nil {
 		t.Fatalf("mosaicctl range split %q: %v\nstdout: %s\nstderr: %s", key, err, stdout, stderr)
 	}
