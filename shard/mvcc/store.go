@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,28 +114,14 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// checkDir refuses a non-empty directory that does not look like a badger DB.
-func checkDir(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("mvcc: open %s: %w", dir, err)
-	}
-	if len(ents) == 0 {
-		return nil
-	}
-	for _, e := range ents {
-		if e.Name() == badger.ManifestFilename && e.Type().IsRegular() {
-			return nil
+// openBadger opens badger, turning damage into errors: see preflight.go, and a panic inside
+// badger.Open's own goroutine is recovered too.
+func openBadger(bo badger.Options) (db *badger.DB, err error) {
+	if !bo.InMemory {
+		if err := preflight(bo); err != nil {
+			return nil, err
 		}
 	}
-	return fmt.Errorf("%w: %s holds %q and no badger manifest", ErrNotStore, dir, ents[0].Name())
-}
-
-// openBadger turns a panic inside badger.Open (seen on some damaged files) into an error.
-func openBadger(bo badger.Options) (db *badger.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("mvcc: open %s: badger panicked (damaged store?): %v", bo.Dir, r)
