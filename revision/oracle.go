@@ -77,6 +77,13 @@ func Start(sys *actor.ActorSystem, c Config) (*Oracle, error) {
 	return o, nil
 }
 
+// Checkpoint tells the oracle that its state is durable up to Raft index
+// and that every shard has durably applied every revision up to rev: the
+// log up to index is dropped, and decisions at or below rev are forgotten.
+func (o *Oracle) Checkpoint(index uint64, rev int64) {
+	o.root.Send(o.pid, &checkpointMsg{index: index, rev: rev})
+}
+
 // Stop stops the actor and waits until it has stopped.
 func (o *Oracle) Stop() { _ = o.root.StopFuture(o.pid).Wait() }
 
@@ -181,6 +188,11 @@ type splitReply struct {
 
 type persistedMsg struct{ err error }
 
+type checkpointMsg struct {
+	index uint64
+	rev   int64
+}
+
 // oracleActor owns the oracle's RaftGroup and State. Decisions are batched:
 // while one batch is being made durable, new requests queue, and the whole
 // queue becomes the next entry.
@@ -221,6 +233,8 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		if err := a.group.Persisted(a.apply); err != nil {
 			a.cfg.Logger.Fatal("revision oracle", zap.Error(err))
 		}
+	case *checkpointMsg:
+		a.checkpoint(m)
 	case *decideMsg, *resolveMsg, *compactMsg, *splitMsg:
 		if !a.ready {
 			a.stash = append(a.stash, m)
@@ -229,6 +243,25 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		a.handle1(m)
 	}
 	a.group.Drive(a.apply)
+}
+
+func (a *oracleActor) checkpoint(m *checkpointMsg) {
+	if err := a.group.Compact(min(m.index, a.group.Applied())); err != nil {
+		a.cfg.Logger.Error("revision oracle: raft log compaction failed", zap.Error(err))
+	}
+	if !a.ready {
+		return
+	}
+	// Aborted transactions are forgotten too: their intents were dropped
+	// by the shards, and a shard that replays one after a restart is told
+	// "aborted" again (an unknown transaction is aborted on Resolve).
+	gone := a.state.Prune(func(txn uint64, rev int64) bool { return rev > m.rev })
+	if len(gone) == 0 {
+		return
+	}
+	if err := a.cfg.Meta.Save(a.state.pb, nil, gone); err != nil {
+		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
+	}
 }
 
 func (a *oracleActor) handle1(m any) {

@@ -28,6 +28,8 @@ type NodeConfig struct {
 	Name    string
 	DataDir string
 	Logger  *zap.Logger
+	// CheckpointInterval is how often Raft logs are truncated (default 10s).
+	CheckpointInterval time.Duration
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -45,6 +47,10 @@ type Node struct {
 	shards map[uint64]*shard.Shard
 
 	splitMu sync.Mutex // one split at a time
+
+	stop     chan struct{}
+	stopped  chan struct{}
+	lastCkpt *checkpoint
 }
 
 const nodeID = 1 // single-node: every group has this one voter
@@ -92,6 +98,12 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 			return nil, fmt.Errorf("waiting for range %d: %w", s.ID(), err)
 		}
 	}
+	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
+	every := c.CheckpointInterval
+	if every <= 0 {
+		every = checkpointInterval
+	}
+	go n.checkpointLoop(every)
 	return n, nil
 }
 
@@ -221,6 +233,10 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 
 // Close stops the actors and closes the stores.
 func (n *Node) Close() {
+	if n.stop != nil {
+		close(n.stop)
+		<-n.stopped
+	}
 	for _, s := range n.allShards() {
 		s.Stop()
 	}

@@ -196,6 +196,10 @@ func (s *Shard) Unfreeze(desc *raftcmdpb.RangeDesc) {
 	s.root.Send(s.pid, &unfreezeMsg{desc: desc})
 }
 
+// CompactLog drops the shard's Raft log up to index, which the caller has
+// made durable in the MVCC store.
+func (s *Shard) CompactLog(index uint64) { s.root.Send(s.pid, &compactLogMsg{index: index}) }
+
 // Stop stops the actor and waits until it has stopped.
 func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
 
@@ -217,6 +221,7 @@ type proposeMsg struct {
 }
 
 type releaseMsg struct{ txn uint64 }
+type compactLogMsg struct{ index uint64 }
 type decidedMsg struct{ ds []revision.Decided }
 type persistedMsg struct{ err error }
 type freezeMsg struct{ reply chan struct{} }
@@ -276,6 +281,10 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		}
 	case *resolvedMsg:
 		a.finishRecovery(m)
+	case *compactLogMsg:
+		if err := a.group.Compact(min(m.index, a.lowWaterNow())); err != nil {
+			a.lg.Error("shard: raft log compaction failed", zap.Error(err))
+		}
 	default:
 		if a.recovering {
 			a.stash = append(a.stash, m)

@@ -19,8 +19,13 @@ import (
 //     state it needs: plan.Leases() and plan.MustExist().
 //  4. Execute plan.Ops in order at revision beginRev+1, each seeing the
 //     effects of the ops before it (a Range after a Put sees the new value,
-//     a DeleteRange does not count keys an earlier DeleteRange removed). The
-//     txn takes a revision iff plan.Writes(results) (a Put, or a DeleteRange
+//     a DeleteRange does not count keys an earlier DeleteRange removed; a
+//     Put's prev_kv and version see earlier ops too). A Range with an
+//     explicit revision (> 0; Check guarantees <= beginRev) reads that
+//     committed revision and not the txn's own writes; revision 0 or a
+//     negative one that passed Check reads the txn's current state. Range
+//     answers come from MergeRange exactly as for a plain Range. The txn
+//     takes a revision iff plan.Writes(results) (a Put, or a DeleteRange
 //     that deleted something); otherwise nothing changes and it answers at
 //     beginRev.
 //  5. plan.Response(results, beginRev) builds the TxnResponse.
