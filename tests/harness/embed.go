@@ -93,7 +93,7 @@ func (s *Embedded) Client() *clientv3.Client {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client == nil {
-		s.client = newClient(s.t, s.endpoint)
+		s.client = NewClient(s.t, s.endpoint)
 	}
 	return s.client
 }

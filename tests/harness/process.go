@@ -113,7 +113,7 @@ func (p *Process) Client() *clientv3.Client {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.client == nil {
-		p.client = newClient(p.t, p.endpoint)
+		p.client = NewClient(p.t, p.endpoint)
 	}
 	return p.client
 }

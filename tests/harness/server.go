@@ -23,9 +23,10 @@ type Server interface {
 // print member names (etcdctl member list) are the same for the reference and the subject.
 const DefaultMemberName = "node1"
 
-// newClient connects a quiet client to endpoint. clientv3.New does not wait for the
-// connection, so it only fails on a bad configuration.
-func newClient(t testing.TB, endpoint string) *clientv3.Client {
+// NewClient connects a quiet client to endpoint; the caller closes it. clientv3.New does not
+// wait for the connection, so it only fails on a bad configuration. Server.Client is the
+// shared client; tests with concurrent clients make their own.
+func NewClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{endpoint},
