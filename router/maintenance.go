@@ -30,8 +30,15 @@ func (s *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 		RaftTerm:         v.Term,
 		RaftAppliedIndex: v.Applied,
 		StorageVersion:   version.Cluster(version.Version) + ".0",
+		DbSizeQuota:      defaultQuotaBytes,
+		DowngradeInfo:    &pb.DowngradeInfo{},
 	}, nil
 }
+
+// defaultQuotaBytes is etcd's default --quota-backend-bytes, reported so
+// that tools computing usage percentages behave as with etcd. Mosaic
+// enforces no quota yet.
+const defaultQuotaBytes = 2 << 30
 
 // Alarm: Mosaic raises no alarms yet; listing gives none, as on a healthy etcd.
 func (s *maintenanceServer) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResponse, error) {
@@ -55,8 +62,10 @@ type clusterServer struct {
 
 func (s *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	v := s.r.node.oracle.View()
+	// etcd answers membership from the cluster store, not the KV store:
+	// its header carries no revision.
 	return &pb.MemberListResponse{
-		Header: s.r.header(v.Rev),
+		Header: s.r.header(0),
 		Members: []*pb.Member{{
 			ID: v.MemberID, Name: s.r.name, PeerURLs: s.r.peerURLs, ClientURLs: s.r.clientURLs,
 		}},
