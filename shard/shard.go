@@ -441,6 +441,10 @@ func (a *shardActor) onLatch(m *latchMsg) {
 func (a *shardActor) evaluate(m *latchMsg) {
 	req := m.req
 	res := &LatchResult{}
+	if len(req.Compares) == 0 && len(req.Exists) == 0 && len(req.Deletes) == 0 {
+		m.reply <- latchReply{res: res} // a blind write: nothing to read
+		return
+	}
 	err := a.cfg.Store.View(func(r *mvcc.Reader) error {
 		for _, c := range req.Compares {
 			rr, err := r.Range(c.Key, c.RangeEnd, math.MaxInt64, mvcc.ReadOptions{})
