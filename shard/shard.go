@@ -257,9 +257,14 @@ type shardActor struct {
 	intents   map[uint64]*intent     // committed, not yet applied
 	perEntry  map[uint64]int         // unresolved intents per Raft index
 
+	// decided holds decisions not yet applied, in revision order; the head
+	// waits while its intent is still on its way into the log.
+	decided []revision.Decided
+
 	appliedRev int64
 	startLast  uint64
 	recovering bool
+	resolving  bool // recovery has asked the oracle
 	frozen     []chan struct{}
 	isFrozen   bool
 	stash      []any
@@ -305,7 +310,7 @@ func (a *shardActor) handle1(msg any) {
 	case *releaseMsg:
 		a.release(m.txn)
 	case *decidedMsg:
-		a.applyDecided(m.ds)
+		a.onDecided(m.ds)
 	case *freezeMsg:
 		a.isFrozen = true
 		a.frozen = append(a.frozen, m.reply)
@@ -393,7 +398,7 @@ func (a *shardActor) finishRecovery(m *resolvedMsg) {
 		}
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i].Rev < ds[j].Rev })
-	a.applyDecided(ds)
+	a.onDecided(ds)
 	a.persistIndex()
 	a.recovering = false
 	close(a.handle.ready)
@@ -573,9 +578,13 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 	}
 	if n := len(ents); n > 0 {
 		last := ents[n-1].GetIndex()
-		if a.recovering && last > a.startLast {
+		if a.recovering && !a.resolving && last > a.startLast {
+			a.resolving = true
 			a.startRecovery()
 		}
+	}
+	if !a.recovering {
+		a.applyReady()
 	}
 }
 
@@ -603,6 +612,56 @@ func (a *shardActor) startRecovery() {
 	}()
 }
 
+// onDecided queues decisions (they arrive in revision order) and applies
+// what it can.
+func (a *shardActor) onDecided(ds []revision.Decided) {
+	for _, d := range ds {
+		if d.Rev > a.appliedRev {
+			a.decided = append(a.decided, d)
+		}
+	}
+	a.applyReady()
+}
+
+// applyReady applies the longest prefix of the queued decisions whose
+// intents are committed here. A decision for a transaction this shard
+// knows nothing of is dropped with an error: it cannot block the others.
+func (a *shardActor) applyReady() {
+	var batch []revision.Decided
+	for len(a.decided) > 0 {
+		d := a.decided[0]
+		if _, ok := a.intents[d.TxnID]; ok {
+			batch = append(batch, d)
+			a.decided = a.decided[1:]
+			continue
+		}
+		if a.inFlight(d.TxnID) {
+			break
+		}
+		a.lg.Error("shard: decision for an unknown intent", zap.Uint64("txn", d.TxnID), zap.Int64("rev", d.Rev))
+		a.decided = a.decided[1:]
+	}
+	if len(a.decided) == 0 {
+		a.decided = nil
+	}
+	if len(batch) > 0 {
+		a.applyDecided(batch)
+	}
+}
+
+// inFlight reports whether txn's intent is proposed but not yet committed.
+func (a *shardActor) inFlight(txn uint64) bool {
+	if _, ok := a.waiting[txn]; ok {
+		return true
+	}
+	for _, p := range a.proposals {
+		if p.txn == txn {
+			return true
+		}
+	}
+	return false
+}
+
 // applyDecided applies decided intents, in the given (revision) order, in
 // one MVCC transaction together with the new applied state.
 func (a *shardActor) applyDecided(ds []revision.Decided) {
@@ -615,13 +674,7 @@ func (a *shardActor) applyDecided(ds []revision.Decided) {
 		dones = dones[:0]
 		rev := a.appliedRev
 		for _, d := range ds {
-			in, ok := a.intents[d.TxnID]
-			if !ok {
-				if d.Rev > a.appliedRev {
-					a.lg.Error("shard: decision for an unknown intent", zap.Uint64("txn", d.TxnID), zap.Int64("rev", d.Rev))
-				}
-				continue
-			}
+			in := a.intents[d.TxnID]
 			if d.Rev <= rev {
 				return fmt.Errorf("shard %d: decision rev %d not after applied rev %d", a.desc.Id, d.Rev, rev)
 			}
