@@ -48,6 +48,9 @@ type Node struct {
 
 	splitMu sync.Mutex // one split at a time
 
+	sigMu   sync.Mutex
+	applied chan struct{} // closed and replaced whenever a shard applies
+
 	stop     chan struct{}
 	stopped  chan struct{}
 	lastCkpt *checkpoint
@@ -72,7 +75,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
-	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}}
+	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}, applied: make(chan struct{})}
 	n.oracle, err = revision.Start(n.sys, revision.Config{
 		NodeID: nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
 		Notify:    n.deliver,
@@ -154,6 +157,7 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
 		StartRev: n.oracle.View().LastRev[d.Id],
+		OnApplied: n.signalApplied,
 	})
 	if err != nil {
 		return nil, err
@@ -162,6 +166,21 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	n.shards[d.Id] = s
 	n.mu.Unlock()
 	return s, nil
+}
+
+// signalApplied wakes whoever waits on appliedSignal.
+func (n *Node) signalApplied() {
+	n.sigMu.Lock()
+	close(n.applied)
+	n.applied = make(chan struct{})
+	n.sigMu.Unlock()
+}
+
+// appliedSignal is closed the next time any shard applies a revision.
+func (n *Node) appliedSignal() <-chan struct{} {
+	n.sigMu.Lock()
+	defer n.sigMu.Unlock()
+	return n.applied
 }
 
 // deliver routes the oracle's decisions to the shard of a range.

@@ -42,6 +42,8 @@ type Config struct {
 	Oracle   Resolver
 	Logger   *zap.Logger
 	StartRev int64 // applied revision of a range that has no state yet (a split's right side)
+	// OnApplied, if set, is called (from the actor) after every apply.
+	OnApplied func()
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -707,6 +709,9 @@ func (a *shardActor) applyDecided(ds []revision.Decided) {
 	a.appliedRev = dones[len(dones)-1].out.Rev
 	a.handle.index.Store(a.lowWaterNow())
 	a.handle.setApplied(a.appliedRev)
+	if a.cfg.OnApplied != nil {
+		a.cfg.OnApplied()
+	}
 	for _, d := range dones {
 		if d.in.applied != nil {
 			d.in.applied <- d.out

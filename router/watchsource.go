@@ -1,0 +1,42 @@
+package router
+
+import (
+	"context"
+
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
+	"github.com/mosaic-kv/mosaic/watchactor"
+)
+
+// WatchSource returns the node as the watch service's event source.
+func (n *Node) WatchSource() watchactor.Source { return watchSource{n} }
+
+type watchSource struct{ n *Node }
+
+// Revs: the visible revision is the oracle's revision, lowered to the
+// applied revision of any range that has not yet applied everything the
+// oracle assigned to it. A range that is behind has applied all of its
+// revisions up to its applied revision, and ranges that are not behind
+// have applied all of theirs, so every write at or below the result is in
+// the store.
+func (w watchSource) Revs() (int64, int64) {
+	v := w.n.oracle.View()
+	visible := v.Rev
+	for _, s := range w.n.allShards() {
+		if a := s.AppliedRev(); a < v.LastRev[s.ID()] && a < visible {
+			visible = a
+		}
+	}
+	return visible, v.CompactRev
+}
+
+func (w watchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
+
+func (w watchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
+	var out []mvcc.Change
+	err := w.n.store.View(func(r *mvcc.Reader) error {
+		var err error
+		out, err = r.Changes(key, end, fromRev, toRev, limit)
+		return err
+	})
+	return out, err
+}
