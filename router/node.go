@@ -156,7 +156,7 @@ func randomID() uint64 {
 func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
-		StartRev: n.oracle.View().LastRev[d.Id],
+		StartRev:  n.oracle.View().LastRev[d.Id],
 		OnApplied: n.signalApplied,
 	})
 	if err != nil {
