@@ -280,13 +280,21 @@ func (a *oracleActor) handle1(m any) {
 			return
 		}
 		a.resolvers[m.txn] = append(a.resolvers[m.txn], m.reply)
-		a.propose(&raftcmdpb.OracleCommand{Aborts: []uint64{m.txn}})
+		if err := a.propose(&raftcmdpb.OracleCommand{Aborts: []uint64{m.txn}}); err != nil {
+			a.answer(a.resolvers, m.txn, fate{err: err})
+		}
 	case *compactMsg:
+		if err := a.propose(&raftcmdpb.OracleCommand{Compact: &raftcmdpb.Compact{Revision: m.rev}}); err != nil {
+			m.reply <- err
+			return
+		}
 		a.compacters = append(a.compacters, m)
-		a.propose(&raftcmdpb.OracleCommand{Compact: &raftcmdpb.Compact{Revision: m.rev}})
 	case *splitMsg:
+		if err := a.propose(&raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: m.id, Key: m.key}}); err != nil {
+			m.reply <- splitReply{err: err}
+			return
+		}
 		a.splitters = append(a.splitters, m)
-		a.propose(&raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: m.id, Key: m.key}})
 	}
 }
 
@@ -332,12 +340,18 @@ func (a *oracleActor) flush() {
 	for _, m := range a.queue {
 		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: m.txn, Ranges: m.ranges})
 	}
-	a.queue = a.queue[:0]
+	batch := a.queue
+	a.queue = nil
+	if err := a.propose(cmd); err != nil {
+		for _, m := range batch {
+			a.answer(a.deciders, m.txn, fate{err: err})
+		}
+		return
+	}
 	a.proposing = true
-	a.propose(cmd)
 }
 
-func (a *oracleActor) propose(cmd *raftcmdpb.OracleCommand) {
+func (a *oracleActor) propose(cmd *raftcmdpb.OracleCommand) error {
 	data, err := proto.Marshal(cmd)
 	if err == nil {
 		err = a.group.Propose(data)
@@ -345,6 +359,7 @@ func (a *oracleActor) propose(cmd *raftcmdpb.OracleCommand) {
 	if err != nil {
 		a.cfg.Logger.Error("revision oracle: proposal failed", zap.Error(err))
 	}
+	return err
 }
 
 // apply applies committed entries, persists the state once for the whole

@@ -353,10 +353,15 @@ func (a *shardActor) start() error {
 	a.perEntry = map[uint64]int{}
 	var index uint64
 	a.appliedRev = c.StartRev
+	fresh := false
 	err := c.Store.View(func(r *mvcc.Reader) error {
 		b, err := r.Meta(stateKey(c.Desc.Id))
-		if err != nil || b == nil {
+		if err != nil {
 			return err
+		}
+		if b == nil {
+			fresh = true
+			return nil
 		}
 		if len(b) != 16 {
 			return fmt.Errorf("shard %d: corrupt state record", c.Desc.Id)
@@ -374,6 +379,18 @@ func (a *shardActor) start() error {
 	})
 	if err != nil {
 		return err
+	}
+	if fresh {
+		// A new range (the store's first, or a split's right side) has
+		// applied, through its parent, everything up to StartRev. Record it
+		// now: once it serves, decisions above StartRev may be made for it,
+		// and after a restart StartRev (read from the oracle) would no longer
+		// be its applied revision.
+		if err := c.Store.Update(func(w *mvcc.Writer) error {
+			return w.SetMeta(stateKey(c.Desc.Id), encodeState(a.appliedRev, a.group.Applied()))
+		}); err != nil {
+			return err
+		}
 	}
 	a.handle.index.Store(a.group.Applied())
 	a.handle.setApplied(a.appliedRev)
