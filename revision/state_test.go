@@ -1,0 +1,115 @@
+package revision
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+)
+
+func decide(txns ...uint64) *raftcmdpb.OracleCommand {
+	cmd := &raftcmdpb.OracleCommand{}
+	for _, t := range txns {
+		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: t, Ranges: []uint64{1}})
+	}
+	return cmd
+}
+
+func TestDecisionsTakeConsecutiveRevisions(t *testing.T) {
+	s := NewState(Bootstrap(7, 9), nil)
+	fx := s.Apply(2, decide(10, 11, 12))
+	for i, d := range fx.Decided {
+		if want := int64(2 + i); d.Rev != want {
+			t.Fatalf("decision %d got rev %d, want %d", i, d.Rev, want)
+		}
+	}
+	fx = s.Apply(3, decide(13))
+	if fx.Decided[0].Rev != 5 || s.Proto().Revision != 5 {
+		t.Fatalf("next batch rev %d, state rev %d, want 5", fx.Decided[0].Rev, s.Proto().Revision)
+	}
+	if s.Proto().LastRev[1] != 5 || s.Proto().AppliedIndex != 3 {
+		t.Fatalf("last rev of range 1 = %d, applied = %d", s.Proto().LastRev[1], s.Proto().AppliedIndex)
+	}
+}
+
+func TestDecidedAtMostOnce(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	s.Apply(1, &raftcmdpb.OracleCommand{Aborts: []uint64{20}})
+	fx := s.Apply(2, decide(20, 21))
+	if len(fx.Aborted) != 1 || fx.Aborted[0] != 20 {
+		t.Fatalf("an aborted txn must stay aborted, got %+v", fx)
+	}
+	if len(fx.Decided) != 1 || fx.Decided[0].TxnID != 21 || fx.Decided[0].Rev != 2 {
+		t.Fatalf("the abort must take no revision, got %+v", fx.Decided)
+	}
+	fx = s.Apply(3, decide(21))
+	if len(fx.Decided) != 1 || fx.Decided[0].Rev != 2 || s.Proto().Revision != 2 {
+		t.Fatalf("a repeated decision must keep its revision and take no new one, got %+v rev %d", fx.Decided, s.Proto().Revision)
+	}
+	fx = s.Apply(4, &raftcmdpb.OracleCommand{Aborts: []uint64{21}})
+	if len(fx.Aborted) != 0 {
+		t.Fatalf("a decided txn must not be aborted, got %+v", fx.Aborted)
+	}
+	if rev, ok := s.Fate(21); !ok || rev != 2 {
+		t.Fatalf("fate of 21 = %d, %v", rev, ok)
+	}
+}
+
+func TestCompactRules(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	if s.CompactRev() != -1 {
+		t.Fatalf("a new store's compact revision is %d, want -1", s.CompactRev())
+	}
+	s.Apply(1, decide(1, 2, 3)) // rev 4
+	cases := []struct {
+		rev  int64
+		want error
+	}{
+		{5, ErrFutureRev},
+		{3, nil},
+		{3, ErrCompactedRev},
+		{2, ErrCompactedRev},
+		{4, nil},
+	}
+	for i, c := range cases {
+		fx := s.Apply(uint64(2+i), &raftcmdpb.OracleCommand{Compact: &raftcmdpb.Compact{Revision: c.rev}})
+		if !errors.Is(fx.CompactErr, c.want) && !(c.want == nil && fx.CompactErr == nil) {
+			t.Fatalf("compact %d: err %v, want %v", c.rev, fx.CompactErr, c.want)
+		}
+	}
+	if s.CompactRev() != 4 {
+		t.Fatalf("compact rev %d, want 4", s.CompactRev())
+	}
+}
+
+func TestSplit(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	s.Apply(1, decide(1)) // range 1 last rev 2
+	fx := s.Apply(2, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("m")}})
+	if fx.SplitErr != nil {
+		t.Fatal(fx.SplitErr)
+	}
+	if l, r := fx.Split.Left, fx.Split.Right; string(l.End) != "m" || string(r.Start) != "m" || len(r.End) != 0 || r.Id != 2 {
+		t.Fatalf("split gave %v / %v", l, r)
+	}
+	if s.Proto().LastRev[2] != 2 {
+		t.Fatalf("the right side must inherit the last revision, got %d", s.Proto().LastRev[2])
+	}
+	for _, key := range []string{"", "m", "a"} {
+		id := uint64(1)
+		if key == "a" {
+			id = 2 // "a" is left of range 2's start
+		}
+		fx := s.Apply(3, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: id, Key: []byte(key)}})
+		if fx.SplitErr == nil {
+			t.Fatalf("split of range %d at %q must fail", id, key)
+		}
+	}
+	fx = s.Apply(4, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 9, Key: []byte("x")}})
+	if !errors.Is(fx.SplitErr, ErrUnknownRange) {
+		t.Fatalf("unknown range: %v", fx.SplitErr)
+	}
+	if n := len(s.Proto().Ranges); n != 2 {
+		t.Fatalf("%d ranges after failed splits, want 2", n)
+	}
+}
