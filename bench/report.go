@@ -1,0 +1,443 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WorkloadResult is one workload on one target.
+type WorkloadResult struct {
+	Workload Workload
+	Cmd      string
+	Result   *Result // nil if it produced no numbers
+	Err      string  // failure, timeout or failed requests
+	Wall     time.Duration
+}
+
+// TargetResult is everything measured on one target.
+type TargetResult struct {
+	Name           string
+	ServerCmd      string
+	ReadyAfter     time.Duration
+	Seed           string
+	Commands       []string // setup commands (seed, splits)
+	Splits         [][]byte
+	Spread         []int
+	RangeList      string
+	RangeListAfter string
+	Workloads      []*WorkloadResult
+	Err            string // why the target stopped early, if it did
+	Notes          []string
+	Round          int    // 1-based; 0 for an aggregate of several rounds
+	LoadBefore     string // 1-minute load average when the workloads started
+	Rounds         []*TargetResult
+}
+
+// Aggregate merges the rounds of one target: each metric is the median over
+// the rounds that produced numbers; errors of any round are kept.
+func Aggregate(cfg *Config, rounds []*TargetResult) *TargetResult {
+	if len(rounds) == 1 {
+		rounds[0].Rounds = rounds
+		return rounds[0]
+	}
+	first := rounds[0]
+	agg := &TargetResult{
+		Name: first.Name, ServerCmd: first.ServerCmd, ReadyAfter: first.ReadyAfter, Seed: first.Seed,
+		Commands: first.Commands, Splits: first.Splits, Spread: first.Spread, RangeList: first.RangeList,
+		RangeListAfter: first.RangeListAfter,
+		Rounds:         rounds,
+	}
+	var errs, loads []string
+	for _, r := range rounds {
+		if r.Err != "" {
+			errs = append(errs, fmt.Sprintf("round %d: %s", r.Round, r.Err))
+		}
+		for _, n := range r.Notes {
+			agg.Notes = append(agg.Notes, fmt.Sprintf("round %d: %s", r.Round, n))
+		}
+		loads = append(loads, r.LoadBefore)
+	}
+	agg.Err = strings.Join(errs, "; ")
+	agg.LoadBefore = strings.Join(loads, ", ")
+	for _, w := range Workloads(cfg) {
+		var res []*Result
+		var werrs []string
+		var wr *WorkloadResult
+		for _, r := range rounds {
+			x := r.workload(w.Name)
+			if x == nil {
+				continue
+			}
+			if wr == nil {
+				wr = &WorkloadResult{Workload: w, Cmd: x.Cmd}
+			}
+			wr.Wall += x.Wall
+			if x.Result != nil {
+				res = append(res, x.Result)
+			}
+			if x.Err != "" {
+				werrs = append(werrs, fmt.Sprintf("round %d: %s", r.Round, x.Err))
+			}
+		}
+		if wr == nil {
+			continue
+		}
+		wr.Err = strings.Join(werrs, "; ")
+		if len(res) > 0 {
+			wr.Result = medianResult(res)
+		}
+		agg.Workloads = append(agg.Workloads, wr)
+	}
+	return agg
+}
+
+func medianResult(rs []*Result) *Result {
+	med := func(f func(*Result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := &Result{
+		RPS:         med(func(r *Result) float64 { return r.RPS }),
+		Average:     med(func(r *Result) float64 { return r.Average }),
+		TotalSecs:   med(func(r *Result) float64 { return r.TotalSecs }),
+		Percentiles: map[string]float64{},
+		Errors:      map[string]int{},
+	}
+	for _, p := range []string{"50", "90", "99", "99.9"} {
+		out.Percentiles[p] = med(func(r *Result) float64 { return r.Percentiles[p] })
+	}
+	for _, r := range rs {
+		for m, n := range r.Errors {
+			out.Errors[m] += n
+		}
+	}
+	return out
+}
+
+// Report is one run.
+type Report struct {
+	Config     *Config
+	Started    time.Time
+	Finished   time.Time
+	Machine    Machine
+	BuildCmds  []string
+	Invocation string
+	Targets    []*TargetResult
+}
+
+func (t *TargetResult) workload(name string) *WorkloadResult {
+	for _, w := range t.Workloads {
+		if w.Workload.Name == name {
+			return w
+		}
+	}
+	return nil
+}
+
+func (r *Report) target(name string) *TargetResult {
+	for _, t := range r.Targets {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// result returns the numbers of a workload on a target, or nil.
+func (r *Report) result(target, workload string) *Result {
+	t := r.target(target)
+	if t == nil {
+		return nil
+	}
+	w := t.workload(workload)
+	if w == nil {
+		return nil
+	}
+	return w.Result
+}
+
+var targetTitles = map[string]string{
+	"etcd":     "etcd",
+	"mosaic-1": "Mosaic, 1 range",
+	"mosaic-8": "Mosaic, 8 ranges",
+}
+
+func (r *Report) title(name string) string {
+	if name == "mosaic-8" && r.Config.Ranges != 8 {
+		return fmt.Sprintf("Mosaic, %d ranges", r.Config.Ranges)
+	}
+	return targetTitles[name]
+}
+
+func ms(secs float64) string { return fmt.Sprintf("%.3f ms", secs*1000) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// ratio3 shows a ratio with enough digits that 0.996 is not shown as 1.00.
+func ratio3(q float64) string { return fmt.Sprintf("%.3f×", q) }
+
+// row is one line of the results table.
+type row struct {
+	workload, target, ops, avg, p99, opsRatio, avgRatio, p99Ratio, note string
+}
+
+func (r *Report) rows() []row {
+	var rows []row
+	for _, w := range Workloads(r.Config) {
+		base := r.result("etcd", w.Name)
+		for _, t := range r.Targets {
+			rw := row{workload: w.Title, target: r.title(t.Name), ops: "–", avg: "–", p99: "–", opsRatio: "–", avgRatio: "–", p99Ratio: "–"}
+			wr := t.workload(w.Name)
+			switch {
+			case wr == nil && t.Err != "":
+				rw.note = "not run: " + t.Err
+			case wr == nil:
+				rw.note = "not run"
+			default:
+				rw.note = wr.Err
+			}
+			if wr != nil && wr.Result != nil {
+				res := wr.Result
+				p99, _ := res.P("99")
+				rw.ops = fmt.Sprintf("%.0f", res.RPS)
+				rw.avg = ms(res.Average)
+				rw.p99 = ms(p99)
+				if base != nil && t.Name != "etcd" {
+					bp99, _ := base.P("99")
+					rw.opsRatio = ratio(res.RPS, base.RPS)
+					rw.avgRatio = ratio(res.Average, base.Average)
+					rw.p99Ratio = ratio(p99, bp99)
+				}
+			}
+			rows = append(rows, rw)
+		}
+	}
+	return rows
+}
+
+// Goal is one of the issue's performance targets.
+type Goal struct {
+	Text     string
+	Workload string
+	Metric   string  // "ops" (higher is better) or "avg" (lower is better)
+	Bound    float64 // ratio Mosaic/etcd
+}
+
+func (r *Report) goals() []Goal {
+	return []Goal{
+		{fmt.Sprintf("put throughput at %d clients ≥ 1.0× etcd", r.Config.Clients), "put-many", "ops", 1.0},
+		{"single-client put latency (average) ≤ 1.5× etcd", "put-1", "avg", 1.5},
+		{fmt.Sprintf("linearizable range throughput (%d clients) ≥ 1.0× etcd", r.Config.Clients), "range-l", "ops", 1.0},
+	}
+}
+
+// verdict says whether a Mosaic target meets a goal.
+func (r *Report) verdict(g Goal, target string) string {
+	base, res := r.result("etcd", g.Workload), r.result(target, g.Workload)
+	if base == nil || res == nil {
+		return "not measured"
+	}
+	if t := r.target(target); t != nil {
+		if w := t.workload(g.Workload); w != nil && w.Err != "" {
+			// Numbers with failed requests don't count.
+			return "missed (errors: " + firstLine(w.Err) + ")"
+		}
+	}
+	switch g.Metric {
+	case "ops":
+		q := res.RPS / base.RPS
+		if q >= g.Bound {
+			return fmt.Sprintf("**met** (%s)", ratio3(q))
+		}
+		return fmt.Sprintf("**missed** (%s)", ratio3(q))
+	default:
+		q := res.Average / base.Average
+		if q <= g.Bound {
+			return fmt.Sprintf("**met** (%s)", ratio3(q))
+		}
+		return fmt.Sprintf("**missed** (%s)", ratio3(q))
+	}
+}
+
+// Table is the plain-text table printed at the end of a run.
+func (r *Report) Table() string {
+	var sb strings.Builder
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\ttarget\tops/s\tavg\tp99\tops/s ÷ etcd\tavg ÷ etcd\tp99 ÷ etcd\tnote")
+	for _, rw := range r.rows() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rw.workload, rw.target, rw.ops, rw.avg, rw.p99, rw.opsRatio, rw.avgRatio, rw.p99Ratio, rw.note)
+	}
+	tw.Flush()
+	var mosaics []string
+	for _, t := range r.Targets {
+		if t.Name != "etcd" {
+			mosaics = append(mosaics, t.Name)
+		}
+	}
+	if len(mosaics) > 0 {
+		sb.WriteString("\n")
+		for _, g := range r.goals() {
+			for _, m := range mosaics {
+				fmt.Fprintf(&sb, "%-60s %-18s %s\n", g.Text, r.title(m)+":", strings.ReplaceAll(r.verdict(g, m), "**", ""))
+			}
+		}
+	}
+	return sb.String()
+}
+
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// Markdown is the content of results.md.
+func (r *Report) Markdown() string {
+	c := r.Config
+	var sb strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+
+	p("# Mosaic vs etcd — benchmark results\n\n")
+	p("Generated by `%s` (see [README.md](README.md)); do not edit by hand.\n\n", r.Invocation)
+	p("- **Date:** %s (run took %v)\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Finished.Sub(r.Started).Round(time.Second))
+	p("- **Machine:** nproc=%d, %s, %s, RAM %s\n", r.Machine.NProc, r.Machine.CPU, r.Machine.Kernel, r.Machine.MemTotal)
+	p("- **Go:** %s\n", r.Machine.GoVersion)
+	p("- **etcd:** go.etcd.io/etcd/server/v3@%s; **benchmark tool:** go.etcd.io/etcd/v3/tools/benchmark@%s\n", c.EtcdVersion, c.BenchmarkVersion)
+	p("- **Setup:** every target is a fresh single-member server on loopback with a new data dir on the same disk, started with etcd's flags, benchmark tool on the same %d-core machine. Values %d bytes, keys %d bytes, random over --key-space-size=%d.\n\n", r.Machine.NProc, c.ValSize, c.KeySize, c.KeySpace)
+
+	p("## Results\n\n")
+	p("| workload | target | ops/s | avg latency | p99 latency | ops/s ÷ etcd | avg ÷ etcd | p99 ÷ etcd | note |\n")
+	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, rw := range r.rows() {
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.workload, rw.target, rw.ops, rw.avg, rw.p99, rw.opsRatio, rw.avgRatio, rw.p99Ratio, mdCell(rw.note))
+	}
+	p("\nRatios are Mosaic ÷ etcd: above 1 is better for ops/s, below 1 is better for latency.")
+	if c.Rounds > 1 {
+		p(" Each number is the median over %d interleaved rounds (etcd, Mosaic, …, etcd, Mosaic, …); every round's numbers are below.", c.Rounds)
+	}
+	p(" Load average (1 min) when each target started: ")
+	var loads []string
+	for _, t := range r.Targets {
+		loads = append(loads, fmt.Sprintf("%s %s", r.title(t.Name), t.LoadBefore))
+	}
+	p("%s (on %d cores).\n\n", strings.Join(loads, "; "), r.Machine.NProc)
+
+	p("## Targets from the issue\n\n")
+	var mosaics []*TargetResult
+	for _, t := range r.Targets {
+		if t.Name != "etcd" {
+			mosaics = append(mosaics, t)
+		}
+	}
+	if len(mosaics) == 0 || r.target("etcd") == nil {
+		p("Not evaluated: this run did not include both etcd and Mosaic (targets: %s).\n\n", strings.Join(c.Targets, ", "))
+	} else {
+		p("| target |")
+		for _, m := range mosaics {
+			p(" %s |", r.title(m.Name))
+		}
+		p("\n| --- |")
+		for range mosaics {
+			p(" --- |")
+		}
+		p("\n")
+		for _, g := range r.goals() {
+			p("| %s |", g.Text)
+			for _, m := range mosaics {
+				p(" %s |", mdCell(r.verdict(g, m.Name)))
+			}
+			p("\n")
+		}
+		p("\n")
+	}
+
+	if c.Rounds > 1 {
+		p("## Every round\n\n| workload | target | round | ops/s | avg latency | p99 latency | note |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n")
+		for _, w := range Workloads(c) {
+			for _, t := range r.Targets {
+				for _, rt := range t.Rounds {
+					x := rt.workload(w.Name)
+					if x == nil || x.Result == nil {
+						note := "not run"
+						if x != nil {
+							note = x.Err
+						} else if rt.Err != "" {
+							note = "not run: " + rt.Err
+						}
+						p("| %s | %s | %d | – | – | – | %s |\n", w.Title, r.title(t.Name), rt.Round, mdCell(note))
+						continue
+					}
+					p99, _ := x.Result.P("99")
+					p("| %s | %s | %d | %.0f | %s | %s | %s |\n", w.Title, r.title(t.Name), rt.Round, x.Result.RPS, ms(x.Result.Average), ms(p99), mdCell(x.Err))
+				}
+			}
+		}
+		p("\n")
+	}
+
+	p("## Commands\n\n")
+	p("Built into a temp dir (`GOWORK=off` throwaway modules for the etcd tools, this workspace for Mosaic):\n\n```sh\n")
+	for _, b := range r.BuildCmds {
+		p("%s\n", b)
+	}
+	p("```\n\n")
+	for _, t := range r.Targets {
+		p("### %s\n\n", r.title(t.Name))
+		if t.ServerCmd != "" {
+			p("```sh\n%s\n", t.ServerCmd)
+			for _, cmd := range t.Commands {
+				p("%s\n", cmd)
+			}
+			for _, w := range t.Workloads {
+				p("%s\n", w.Cmd)
+			}
+			p("```\n\n")
+		}
+		if t.ReadyAfter > 0 {
+			p("- ready after %v\n", t.ReadyAfter.Round(time.Millisecond))
+		}
+		if t.Seed != "" {
+			p("- %s\n", t.Seed)
+		}
+		if len(t.Splits) > 0 {
+			var ks []string
+			for _, k := range t.Splits {
+				ks = append(ks, "`"+shellEscape(k)+"`")
+			}
+			p("- split keys: %s; keys of the key space per range: %v\n", strings.Join(ks, ", "), t.Spread)
+		}
+		if t.RangeList != "" {
+			p("- `mosaicctl range list` after splitting:\n\n```\n%s\n```\n", t.RangeList)
+		}
+		if t.RangeListAfter != "" {
+			p("- `mosaicctl range list` after the workloads:\n\n```\n%s\n```\n", t.RangeListAfter)
+		}
+		for _, w := range t.Workloads {
+			if w.Err != "" {
+				p("- %s: %s\n", w.Workload.Name, mdCell(w.Err))
+			}
+		}
+		if t.Err != "" {
+			p("- **stopped early:** %s\n", mdCell(t.Err))
+		}
+		for _, n := range t.Notes {
+			p("- note: %s\n", mdCell(n))
+		}
+		p("\n")
+	}
+	return sb.String()
+}
