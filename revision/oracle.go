@@ -31,6 +31,9 @@ type View struct {
 	MemberID   uint64
 	Term       uint64
 	Applied    uint64
+	// Leases is the granted leases by id. It is shared between views and
+	// must not be modified.
+	Leases map[int64]*raftcmdpb.Lease
 }
 
 // RangeFor returns the range holding key.
@@ -93,12 +96,54 @@ func (o *Oracle) Ready() <-chan struct{} { return o.ready }
 // View returns the latest published state.
 func (o *Oracle) View() *View { return o.view.Load() }
 
-// Decide assigns the next revision to txn, whose intents are durable in
-// every range listed.
-func (o *Oracle) Decide(ctx context.Context, txn uint64, ranges []uint64) (int64, error) {
+// DecideRequest asks for a transaction's revision.
+type DecideRequest struct {
+	Txn    uint64
+	Ranges []uint64 // every range holding one of its intents (durable)
+	// RequireLeases must all exist when the decision applies, or the
+	// transaction is aborted with ErrLeaseNotFound.
+	RequireLeases []int64
+	// RevokeLease, if set, is removed at the transaction's revision.
+	RevokeLease int64
+}
+
+// Decide assigns the next revision to a transaction whose intents are
+// durable in every range listed.
+func (o *Oracle) Decide(ctx context.Context, d DecideRequest) (int64, error) {
 	reply := make(chan fate, 1)
-	o.root.Send(o.pid, &decideMsg{txn: txn, ranges: ranges, reply: reply})
+	o.root.Send(o.pid, &decideMsg{req: d, reply: reply})
 	return awaitFate(ctx, reply)
+}
+
+// Grant adds a lease; ErrLeaseExists if its id is taken.
+func (o *Oracle) Grant(ctx context.Context, l *raftcmdpb.Lease) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &leaseMsg{grant: l, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+// RevokeEmpty removes a lease that holds no key (it takes no revision);
+// ErrLeaseNotFound if it is gone.
+func (o *Oracle) RevokeEmpty(ctx context.Context, id int64) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &leaseMsg{revoke: id, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+// CheckpointLeases records remaining TTLs.
+func (o *Oracle) CheckpointLeases(ctx context.Context, cps []*raftcmdpb.LeaseCheckpoint) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &leaseMsg{checkpoints: cps, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+func awaitErr(ctx context.Context, reply chan error) error {
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Abort records that txn will never be decided.
@@ -159,9 +204,17 @@ type fate struct {
 }
 
 type decideMsg struct {
-	txn    uint64
-	ranges []uint64
-	reply  chan fate
+	req   DecideRequest
+	reply chan fate
+}
+
+// leaseMsg carries one lease command: a grant, a revoke of a lease with no
+// key, or checkpoints.
+type leaseMsg struct {
+	grant       *raftcmdpb.Lease
+	revoke      int64
+	checkpoints []*raftcmdpb.LeaseCheckpoint
+	reply       chan error
 }
 
 // resolveMsg asks for a transaction's fate, aborting it if undecided.
@@ -216,6 +269,9 @@ type oracleActor struct {
 	resolvers  map[uint64][]chan fate
 	compacters []*compactMsg
 	splitters  []*splitMsg
+	leasers    []*leaseMsg
+	// leasesChanged makes the next published view copy the lease table.
+	leasesChanged bool
 }
 
 func (a *oracleActor) Receive(ctx actor.Context) {
@@ -235,7 +291,7 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		}
 	case *checkpointMsg:
 		a.checkpoint(m)
-	case *decideMsg, *resolveMsg, *compactMsg, *splitMsg:
+	case *decideMsg, *resolveMsg, *compactMsg, *splitMsg, *leaseMsg:
 		if !a.ready {
 			a.stash = append(a.stash, m)
 			return
@@ -267,13 +323,23 @@ func (a *oracleActor) checkpoint(m *checkpointMsg) {
 func (a *oracleActor) handle1(m any) {
 	switch m := m.(type) {
 	case *decideMsg:
-		if rev, ok := a.state.Fate(m.txn); ok {
+		if rev, ok := a.state.Fate(m.req.Txn); ok {
 			m.reply <- fateOf(rev)
 			return
 		}
 		a.queue = append(a.queue, m)
-		a.deciders[m.txn] = append(a.deciders[m.txn], m.reply)
+		a.deciders[m.req.Txn] = append(a.deciders[m.req.Txn], m.reply)
 		a.flush()
+	case *leaseMsg:
+		cmd := &raftcmdpb.OracleCommand{Grant: m.grant, Checkpoints: m.checkpoints}
+		if m.revoke != 0 {
+			cmd.RevokeLeases = []int64{m.revoke}
+		}
+		if err := a.propose(cmd); err != nil {
+			m.reply <- err
+			return
+		}
+		a.leasers = append(a.leasers, m)
 	case *resolveMsg:
 		if rev, ok := a.state.Fate(m.txn); ok {
 			m.reply <- fateOf(rev)
@@ -338,13 +404,14 @@ func (a *oracleActor) flush() {
 	}
 	cmd := &raftcmdpb.OracleCommand{}
 	for _, m := range a.queue {
-		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: m.txn, Ranges: m.ranges})
+		d := m.req
+		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: d.Txn, Ranges: d.Ranges, RequireLeases: d.RequireLeases, RevokeLease: d.RevokeLease})
 	}
 	batch := a.queue
 	a.queue = nil
 	if err := a.propose(cmd); err != nil {
 		for _, m := range batch {
-			a.answer(a.deciders, m.txn, fate{err: err})
+			a.answer(a.deciders, m.req.Txn, fate{err: err})
 		}
 		return
 	}
@@ -375,6 +442,10 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 			a.cfg.Logger.Fatal("revision oracle: undecodable log entry", zap.Uint64("index", e.GetIndex()), zap.Error(err))
 		}
 		fx := a.state.Apply(e.GetIndex(), cmd)
+		fx.checkpointed = len(cmd.Checkpoints) > 0
+		if fx.LeasesChanged || fx.checkpointed {
+			a.leasesChanged = true
+		}
 		if len(cmd.Decisions) > 0 {
 			a.proposing = false
 		}
@@ -436,8 +507,29 @@ func (a *oracleActor) deliver(fx Effects) {
 		}
 	}
 	for _, t := range fx.Aborted {
-		a.answer(a.deciders, t, fate{err: ErrAborted})
+		err := ErrAborted
+		if fx.LeaseMissing[t] {
+			err = ErrLeaseNotFound
+		}
+		a.answer(a.deciders, t, fate{err: err})
 		a.answer(a.resolvers, t, fate{err: ErrAborted})
+	}
+	if fx.Granted != nil || fx.GrantErr != nil || len(fx.RevokeErrs) > 0 {
+		if len(a.leasers) > 0 {
+			m := a.leasers[0]
+			a.leasers = a.leasers[1:]
+			err := fx.GrantErr
+			for _, e := range fx.RevokeErrs {
+				if e != nil {
+					err = e
+				}
+			}
+			m.reply <- err
+		}
+	} else if fx.checkpointed && len(a.leasers) > 0 {
+		m := a.leasers[0]
+		a.leasers = a.leasers[1:]
+		m.reply <- nil
 	}
 	if fx.DidCompact || fx.CompactErr != nil {
 		if len(a.compacters) > 0 {
@@ -475,6 +567,15 @@ func (a *oracleActor) publish() {
 		Applied:    pb.AppliedIndex,
 	}
 	copy(v.Ranges, pb.Ranges)
+	if prev := a.handle.view.Load(); prev != nil && !a.leasesChanged {
+		v.Leases = prev.Leases
+	} else {
+		v.Leases = make(map[int64]*raftcmdpb.Lease, len(pb.Leases))
+		for id, l := range pb.Leases {
+			v.Leases[id] = proto.Clone(l).(*raftcmdpb.Lease)
+		}
+		a.leasesChanged = false
+	}
 	for k, r := range pb.LastRev {
 		v.LastRev[k] = r
 	}

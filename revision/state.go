@@ -10,7 +10,9 @@ import (
 
 // Errors returned by the state machine.
 var (
-	ErrAborted      = errors.New("revision: transaction was aborted")
+	ErrAborted       = errors.New("revision: transaction was aborted")
+	ErrLeaseNotFound = errors.New("revision: lease not found")
+	ErrLeaseExists   = errors.New("revision: lease already exists")
 	ErrBadSplit     = errors.New("revision: split key is not strictly inside the range")
 	ErrUnknownRange = errors.New("revision: unknown range")
 )
@@ -25,8 +27,19 @@ type Decided struct {
 
 // Effects is what applying one command produced, for the actor to act on.
 type Effects struct {
-	Decided    []Decided
-	Aborted    []uint64
+	Decided []Decided
+	Aborted []uint64
+	// LeaseMissing marks the aborted transactions that needed a lease that
+	// no longer exists.
+	LeaseMissing map[uint64]bool
+	// Granted is the lease a grant command added, or GrantErr.
+	Granted  *raftcmdpb.Lease
+	GrantErr error
+	// Revoked and RevokeMissing answer revoke_leases, in order.
+	RevokeErrs []error
+	// LeasesChanged is set when the set of leases changed.
+	LeasesChanged bool
+	checkpointed  bool
 	Compacted  int64 // new compaction revision, if DidCompact
 	DidCompact bool
 	CompactErr error
@@ -48,6 +61,9 @@ type State struct {
 func NewState(pb *raftcmdpb.OracleState, txns map[uint64]int64) *State {
 	if pb.LastRev == nil {
 		pb.LastRev = map[uint64]int64{}
+	}
+	if pb.Leases == nil {
+		pb.Leases = map[int64]*raftcmdpb.Lease{}
 	}
 	if txns == nil {
 		txns = map[uint64]int64{}
@@ -108,6 +124,19 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 			}
 			continue
 		}
+		if !s.leasesExist(d) {
+			s.txns[d.TxnId] = 0
+			fx.Aborted = append(fx.Aborted, d.TxnId)
+			if fx.LeaseMissing == nil {
+				fx.LeaseMissing = map[uint64]bool{}
+			}
+			fx.LeaseMissing[d.TxnId] = true
+			continue
+		}
+		if d.RevokeLease != 0 {
+			delete(s.pb.Leases, d.RevokeLease)
+			fx.LeasesChanged = true
+		}
 		s.pb.Revision++
 		rev := s.pb.Revision
 		s.txns[d.TxnId] = rev
@@ -133,8 +162,46 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 	if sp := cmd.Split; sp != nil {
 		fx.Split, fx.SplitErr = s.split(sp)
 	}
+	if g := cmd.Grant; g != nil {
+		if _, ok := s.pb.Leases[g.Id]; ok {
+			fx.GrantErr = ErrLeaseExists
+		} else {
+			s.pb.Leases[g.Id] = g
+			fx.Granted = g
+			fx.LeasesChanged = true
+		}
+	}
+	for _, id := range cmd.RevokeLeases {
+		if _, ok := s.pb.Leases[id]; !ok {
+			fx.RevokeErrs = append(fx.RevokeErrs, ErrLeaseNotFound)
+			continue
+		}
+		delete(s.pb.Leases, id)
+		fx.RevokeErrs = append(fx.RevokeErrs, nil)
+		fx.LeasesChanged = true
+	}
+	for _, c := range cmd.Checkpoints {
+		if l, ok := s.pb.Leases[c.Id]; ok {
+			l.Remaining = c.Remaining
+		}
+	}
 	s.pb.AppliedIndex = index
 	return fx
+}
+
+// leasesExist reports whether every lease a decision needs still exists.
+func (s *State) leasesExist(d *raftcmdpb.Decision) bool {
+	for _, id := range d.RequireLeases {
+		if _, ok := s.pb.Leases[id]; !ok {
+			return false
+		}
+	}
+	if id := d.RevokeLease; id != 0 {
+		if _, ok := s.pb.Leases[id]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Errors of Compact, mapped by the router to etcd's.

@@ -4,13 +4,15 @@ import (
 	"context"
 
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
-	"github.com/mosaic-kv/mosaic/watchactor"
 )
 
-// WatchSource returns the node as the watch service's event source.
-func (n *Node) WatchSource() watchactor.Source { return watchSource{n} }
+// WatchSource returns the node as the watch service's event source (it
+// implements watchactor.Source; the router does not import watchactor here
+// so the two build independently).
+func (n *Node) WatchSource() WatchSource { return WatchSource{n} }
 
-type watchSource struct{ n *Node }
+// WatchSource is the node seen as a source of watch events.
+type WatchSource struct{ n *Node }
 
 // Revs: the visible revision is the oracle's revision, lowered to the
 // applied revision of any range that has not yet applied everything the
@@ -18,7 +20,7 @@ type watchSource struct{ n *Node }
 // revisions up to its applied revision, and ranges that are not behind
 // have applied all of theirs, so every write at or below the result is in
 // the store.
-func (w watchSource) Revs() (int64, int64) {
+func (w WatchSource) Revs() (int64, int64) {
 	v := w.n.oracle.View()
 	visible := v.Rev
 	for _, s := range w.n.allShards() {
@@ -29,9 +31,9 @@ func (w watchSource) Revs() (int64, int64) {
 	return visible, v.CompactRev
 }
 
-func (w watchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
+func (w WatchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
 
-func (w watchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
+func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
 	var out []mvcc.Change
 	err := w.n.store.View(func(r *mvcc.Reader) error {
 		var err error

@@ -65,6 +65,7 @@ type shardWork struct {
 	latched   bool
 
 	ops     []*raftcmdpb.Op
+	writes  bool // the shard holds an intent of the txn
 	applied <-chan shard.Applied
 }
 
@@ -128,6 +129,9 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 			}
 			sw := get(d)
 			sw.latch.Writes = append(sw.latch.Writes, shard.Span{Key: p.Key})
+			if p.Lease != 0 {
+				sw.latch.LeaseReads = append(sw.latch.LeaseReads, p.Lease)
+			}
 			if p.IgnoreValue || p.IgnoreLease {
 				sw.latch.Reads = append(sw.latch.Reads, shard.Span{Key: p.Key})
 				sw.latch.Exists = append(sw.latch.Exists, p.Key)
@@ -192,7 +196,8 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 	view := r.node.oracle.View()
 	st := kvrules.State{
 		CurrentRev: view.Rev, CompactRev: view.CompactRev,
-		KeyExists: func(k []byte) bool { return exists[string(k)] },
+		KeyExists:   func(k []byte) bool { return exists[string(k)] },
+		LeaseExists: func(id int64) bool { _, ok := view.Leases[id]; return ok },
 	}
 	if err := plan.Check(st); err != nil {
 		return nil, err
@@ -304,63 +309,12 @@ func (r *Router) writePlan(w *txnWork, plan *kvrules.Plan, dels []*pb.DeleteRang
 	// From here on the request runs to its end whatever the client does.
 	ctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
 	defer cancel()
-	var ids []uint64
-	var commits []<-chan error
 	for _, sw := range w.shards {
-		if !writers[sw.desc.Id] {
-			continue
-		}
-		ids = append(ids, sw.desc.Id)
-		var c <-chan error
-		c, sw.applied = sw.s.Propose(w.txn, sw.ops)
-		commits = append(commits, c)
+		sw.writes = writers[sw.desc.Id]
 	}
-	for _, c := range commits {
-		var err error
-		select {
-		case err = <-c:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		if err != nil {
-			_ = r.node.oracle.Abort(ctx, w.txn)
-			return nil, toGRPC(err)
-		}
-	}
-	rev, err := r.node.oracle.Decide(ctx, w.txn, ids)
+	rev, perShard, err := r.commit(ctx, w, revision.DecideRequest{RequireLeases: plan.Leases()})
 	if err != nil {
-		return nil, toGRPC(err)
-	}
-	// Shards that only compared may let go now: the revision is fixed.
-	for _, sw := range w.shards {
-		if !writers[sw.desc.Id] {
-			sw.s.Release(w.txn)
-			sw.latched = false
-		}
-	}
-	perShard := map[uint64]map[int32]shard.OpResult{}
-	for _, sw := range w.shards {
-		if !writers[sw.desc.Id] {
-			continue
-		}
-		var a shard.Applied
-		select {
-		case a = <-sw.applied:
-		case <-ctx.Done():
-			return nil, toGRPC(ctx.Err())
-		}
-		sw.latched = false // released by the shard on apply
-		if a.Err != nil {
-			return nil, toGRPC(a.Err)
-		}
-		if a.Rev != rev {
-			return nil, fmt.Errorf("router: shard %d applied txn at %d, oracle said %d", sw.desc.Id, a.Rev, rev)
-		}
-		m := map[int32]shard.OpResult{}
-		for _, res := range a.Results {
-			m[res.Sub] = res
-		}
-		perShard[sw.desc.Id] = m
+		return nil, err
 	}
 
 	view := r.node.oracle.View()
@@ -415,6 +369,73 @@ func (r *Router) writePlan(w *txnWork, plan *kvrules.Plan, dels []*pb.DeleteRang
 	return resp, nil
 }
 
+// commit proposes the ops of every shard marked writes as intents, asks
+// the oracle for the revision once all are durable (d gets the txn and its
+// ranges), lets the other latched shards go, and collects each writing
+// shard's results by sub. On error before the decision the txn is aborted;
+// the caller's deferred releaseLatched drops whatever is still held.
+func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideRequest) (int64, map[uint64]map[int32]shard.OpResult, error) {
+	d.Txn = w.txn
+	var commits []<-chan error
+	for _, sw := range w.shards {
+		if !sw.writes {
+			continue
+		}
+		d.Ranges = append(d.Ranges, sw.desc.Id)
+		var c <-chan error
+		c, sw.applied = sw.s.Propose(w.txn, sw.ops)
+		commits = append(commits, c)
+	}
+	for _, c := range commits {
+		var err error
+		select {
+		case err = <-c:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			_ = r.node.oracle.Abort(ctx, w.txn)
+			return 0, nil, toGRPC(err)
+		}
+	}
+	rev, err := r.node.oracle.Decide(ctx, d)
+	if err != nil {
+		return 0, nil, toGRPC(err)
+	}
+	// Shards that only read may let go now: the revision is fixed.
+	for _, sw := range w.shards {
+		if !sw.writes && sw.latched {
+			sw.s.Release(w.txn)
+			sw.latched = false
+		}
+	}
+	perShard := map[uint64]map[int32]shard.OpResult{}
+	for _, sw := range w.shards {
+		if !sw.writes {
+			continue
+		}
+		var a shard.Applied
+		select {
+		case a = <-sw.applied:
+		case <-ctx.Done():
+			return 0, nil, toGRPC(ctx.Err())
+		}
+		sw.latched = false // released by the shard on apply
+		if a.Err != nil {
+			return 0, nil, toGRPC(a.Err)
+		}
+		if a.Rev != rev {
+			return 0, nil, fmt.Errorf("router: shard %d applied txn at %d, oracle said %d", sw.desc.Id, a.Rev, rev)
+		}
+		m := map[int32]shard.OpResult{}
+		for _, res := range a.Results {
+			m[res.Sub] = res
+		}
+		perShard[sw.desc.Id] = m
+	}
+	return rev, perShard, nil
+}
+
 func readRevOf(rq *pb.RangeRequest, rev int64) int64 {
 	if rq.Revision > 0 {
 		return rq.Revision
@@ -464,6 +485,8 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCTimeout
 	case errors.Is(err, context.Canceled):
 		return rpctypes.ErrGRPCCanceled
+	case errors.Is(err, revision.ErrLeaseNotFound):
+		return rpctypes.ErrGRPCLeaseNotFound
 	case errors.Is(err, revision.ErrAborted):
 		return rpctypes.ErrGRPCTimeout
 	case errors.Is(err, revision.ErrCompactedRev):

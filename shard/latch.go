@@ -32,6 +32,9 @@ var maxKey = bytes.Repeat([]byte{0xff}, 2<<20)
 type latchSet struct {
 	txn           uint64
 	reads, writes []Span
+	// Leases are latched like keys of their own namespace: a request that
+	// attaches keys to a lease reads it, a revoke writes it.
+	leaseReads, leaseWrites []int64
 }
 
 // conflicts: a read and a write on overlapping spans conflict; two reads do
@@ -39,7 +42,20 @@ type latchSet struct {
 // revisions at apply time, and any write whose outcome depends on state
 // also holds read latches on what it depends on.
 func (a *latchSet) conflicts(b *latchSet) bool {
-	return anyOverlap(a.reads, b.writes) || anyOverlap(a.writes, b.reads)
+	return anyOverlap(a.reads, b.writes) || anyOverlap(a.writes, b.reads) ||
+		anyCommon(a.leaseReads, b.leaseWrites) || anyCommon(a.leaseWrites, b.leaseReads) ||
+		anyCommon(a.leaseWrites, b.leaseWrites)
+}
+
+func anyCommon(xs, ys []int64) bool {
+	for _, x := range xs {
+		for _, y := range ys {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func anyOverlap(xs, ys []Span) bool {
@@ -83,6 +99,25 @@ func (l *latches) blocked(ls *latchSet, ahead int) bool {
 		}
 	}
 	return false
+}
+
+// extend adds spans to a held set if they conflict with no other held set
+// and no waiting one; it reports whether it did.
+func (l *latches) extend(ls *latchSet, reads, writes []Span) bool {
+	probe := &latchSet{txn: ls.txn, reads: reads, writes: writes}
+	for _, h := range l.held {
+		if h != ls && h.conflicts(probe) {
+			return false
+		}
+	}
+	for _, w := range l.waiting {
+		if w.conflicts(probe) {
+			return false
+		}
+	}
+	ls.reads = append(ls.reads, reads...)
+	ls.writes = append(ls.writes, writes...)
+	return true
 }
 
 // release drops txn's latches (held or waiting) and returns the sets that

@@ -121,13 +121,20 @@ type LatchRequest struct {
 	Compares      []*pb.Compare // clipped to the shard; evaluated in order
 	Exists        [][]byte      // keys whose existence is asked
 	Deletes       []Span        // spans asked whether they hold a live key
+	// LeaseReads are the leases the request attaches keys to: latched so
+	// that no revoke of them runs meanwhile.
+	LeaseReads []int64
+	// Revoke, if set, latches that lease and every key attached to it on
+	// this shard; their keys come back in LatchResult.LeaseKeys.
+	Revoke int64
 }
 
 // LatchResult answers a LatchRequest, index-aligned with it.
 type LatchResult struct {
-	Compares []kvrules.ComparePart
-	Exists   []bool
-	Deletes  []bool
+	Compares  []kvrules.ComparePart
+	Exists    []bool
+	Deletes   []bool
+	LeaseKeys [][]byte // with Revoke: the lease's keys here, ascending
 }
 
 // OpResult is one op's outcome on this shard.
@@ -173,6 +180,18 @@ func (s *Shard) Propose(txn uint64, ops []*raftcmdpb.Op) (committed <-chan error
 // request needs nothing more from this shard).
 func (s *Shard) Release(txn uint64) { s.root.Send(s.pid, &releaseMsg{txn: txn}) }
 
+// LeaseKeys returns the keys of this shard attached to a lease, ascending.
+func (s *Shard) LeaseKeys(ctx context.Context, id int64) ([][]byte, error) {
+	reply := make(chan [][]byte, 1)
+	s.root.Send(s.pid, &leaseKeysMsg{id: id, reply: reply})
+	select {
+	case keys := <-reply:
+		return keys, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // Deliver hands the oracle's decisions for this range to the shard.
 func (s *Shard) Deliver(ds []revision.Decided) { s.root.Send(s.pid, &decidedMsg{ds: ds}) }
 
@@ -208,6 +227,13 @@ func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
 type latchMsg struct {
 	req   *LatchRequest
 	reply chan latchReply
+	set   *latchSet
+	keys  map[string]bool // with Revoke: the lease keys latched
+}
+
+type leaseKeysMsg struct {
+	id    int64
+	reply chan [][]byte
 }
 
 type latchReply struct {
@@ -253,6 +279,10 @@ type shardActor struct {
 
 	latches  latches
 	grantsTo map[uint64]*latchMsg // latch requests waiting for their grant
+
+	// leaseIndex maps a lease to the keys of this shard attached to it, as
+	// of the applied revision.
+	leaseIndex map[int64]map[string]struct{}
 
 	proposals []*proposeMsg          // not yet in a log entry
 	waiting   map[uint64]*proposeMsg // proposed, not yet committed
@@ -307,6 +337,8 @@ func (a *shardActor) handle1(msg any) {
 	switch m := msg.(type) {
 	case *latchMsg:
 		a.onLatch(m)
+	case *leaseKeysMsg:
+		m.reply <- a.leaseKeys(m.id)
 	case *proposeMsg:
 		a.proposals = append(a.proposals, m)
 	case *releaseMsg:
@@ -320,6 +352,7 @@ func (a *shardActor) handle1(msg any) {
 	case *unfreezeMsg:
 		if m.desc != nil {
 			a.desc = m.desc
+			a.pruneLeaseIndex()
 		}
 		a.isFrozen = false
 		stash := a.stash
@@ -392,6 +425,9 @@ func (a *shardActor) start() error {
 			return err
 		}
 	}
+	if err := a.buildLeaseIndex(); err != nil {
+		return err
+	}
 	a.handle.index.Store(a.group.Applied())
 	a.handle.setApplied(a.appliedRev)
 	a.startLast = a.group.LastIndex()
@@ -453,7 +489,17 @@ func (a *shardActor) onLatch(m *latchMsg) {
 			}
 		}
 	}
-	ls := &latchSet{txn: req.Txn, reads: req.Reads, writes: req.Writes}
+	ls := &latchSet{txn: req.Txn, reads: req.Reads, writes: req.Writes, leaseReads: req.LeaseReads}
+	if req.Revoke != 0 {
+		m.keys = map[string]bool{}
+		ls.leaseWrites = []int64{req.Revoke}
+		for _, k := range a.leaseKeys(req.Revoke) {
+			m.keys[string(k)] = true
+			ls.reads = append(ls.reads, Span{Key: k})
+			ls.writes = append(ls.writes, Span{Key: k})
+		}
+	}
+	m.set = ls
 	if !a.latches.acquire(ls) {
 		a.grantsTo[req.Txn] = m
 		return
@@ -465,6 +511,23 @@ func (a *shardActor) onLatch(m *latchMsg) {
 func (a *shardActor) evaluate(m *latchMsg) {
 	req := m.req
 	res := &LatchResult{}
+	if req.Revoke != 0 {
+		// Keys attached while this request waited (by writes that held the
+		// lease before it queued) must be latched too.
+		keys := a.leaseKeys(req.Revoke)
+		var extra []Span
+		for _, k := range keys {
+			if !m.keys[string(k)] {
+				extra = append(extra, Span{Key: k})
+			}
+		}
+		if len(extra) > 0 && !a.latches.extend(m.set, extra, extra) {
+			a.release(req.Txn)
+			a.onLatch(&latchMsg{req: req, reply: m.reply}) // queue again with the new keys
+			return
+		}
+		res.LeaseKeys = keys
+	}
 	if len(req.Compares) == 0 && len(req.Exists) == 0 && len(req.Deletes) == 0 {
 		m.reply <- latchReply{res: res} // a blind write: nothing to read
 		return
@@ -697,7 +760,7 @@ func (a *shardActor) applyDecided(ds []revision.Decided) {
 			if d.Rev <= rev {
 				return fmt.Errorf("shard %d: decision rev %d not after applied rev %d", a.desc.Id, d.Rev, rev)
 			}
-			res, err := applyOps(w, d.Rev, in.ops)
+			res, err := a.applyOps(w, d.Rev, in.ops)
 			if err != nil {
 				return err
 			}
@@ -766,8 +829,10 @@ func (a *shardActor) persistIndex() {
 	a.handle.index.Store(a.lowWaterNow())
 }
 
-// applyOps applies one intent's ops at rev, in op order.
-func applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error) {
+// applyOps applies one intent's ops at rev, in op order, and keeps the
+// lease index in step (a failed apply stops the process, so the index
+// never runs ahead of the store).
+func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error) {
 	out := make([]OpResult, 0, len(ops))
 	for _, op := range ops {
 		r := OpResult{Sub: op.Sub}
@@ -781,6 +846,14 @@ func applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error
 			if p.PrevKv {
 				r.Prev = prev
 			}
+			lease := p.Lease
+			if prev != nil {
+				a.detachLease(prev.Lease, p.Key)
+				if p.IgnoreLease {
+					lease = prev.Lease
+				}
+			}
+			a.attachLease(lease, p.Key)
 		case *raftcmdpb.Op_Delete:
 			d := o.Delete
 			deleted, err := w.DeleteRange(rev, op.Sub, d.Key, d.End)
@@ -788,6 +861,9 @@ func applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error
 				return nil, err
 			}
 			r.Deleted = deleted
+			for _, kv := range deleted {
+				a.detachLease(kv.Lease, kv.Key)
+			}
 		case *raftcmdpb.Op_Range:
 			req := &pb.RangeRequest{}
 			if err := proto.Unmarshal(o.Range, req); err != nil {
@@ -806,4 +882,71 @@ func applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([]OpResult, error
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// buildLeaseIndex reads the lease of every live key of the span.
+func (a *shardActor) buildLeaseIndex() error {
+	a.leaseIndex = map[int64]map[string]struct{}{}
+	start := a.desc.Start
+	if len(start) == 0 {
+		start = []byte{0}
+	}
+	end := a.desc.End
+	if len(end) == 0 {
+		end = []byte{0}
+	}
+	return a.cfg.Store.View(func(r *mvcc.Reader) error {
+		res, err := r.Range(start, end, math.MaxInt64, mvcc.ReadOptions{KeysOnly: true})
+		if err != nil {
+			return err
+		}
+		for _, kv := range res.KVs {
+			a.attachLease(kv.Lease, kv.Key)
+		}
+		return nil
+	})
+}
+
+func (a *shardActor) attachLease(id int64, key []byte) {
+	if id == 0 {
+		return
+	}
+	keys := a.leaseIndex[id]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		a.leaseIndex[id] = keys
+	}
+	keys[string(key)] = struct{}{}
+}
+
+func (a *shardActor) detachLease(id int64, key []byte) {
+	if keys := a.leaseIndex[id]; keys != nil {
+		delete(keys, string(key))
+		if len(keys) == 0 {
+			delete(a.leaseIndex, id)
+		}
+	}
+}
+
+func (a *shardActor) leaseKeys(id int64) [][]byte {
+	keys := make([][]byte, 0, len(a.leaseIndex[id]))
+	for k := range a.leaseIndex[id] {
+		keys = append(keys, []byte(k))
+	}
+	sort.Slice(keys, func(i, j int) bool { return string(keys[i]) < string(keys[j]) })
+	return keys
+}
+
+// pruneLeaseIndex drops keys the shard no longer owns after a split.
+func (a *shardActor) pruneLeaseIndex() {
+	for id, keys := range a.leaseIndex {
+		for k := range keys {
+			if !revision.Contains(a.desc, []byte(k)) {
+				delete(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			delete(a.leaseIndex, id)
+		}
+	}
 }

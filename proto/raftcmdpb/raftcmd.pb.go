@@ -443,9 +443,16 @@ func (x *ShardCommand) GetIntents() []*Intent {
 
 // Decision assigns one revision to one transaction.
 type Decision struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
-	Ranges        []uint64               `protobuf:"varint,2,rep,packed,name=ranges,proto3" json:"ranges,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TxnId  uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Ranges []uint64               `protobuf:"varint,2,rep,packed,name=ranges,proto3" json:"ranges,omitempty"`
+	// Leases the transaction attaches keys to: if one no longer exists when
+	// the decision applies, the transaction is aborted instead (etcd's
+	// lease-not-found), so no key is ever attached to a revoked lease.
+	RequireLeases []int64 `protobuf:"varint,3,rep,packed,name=require_leases,json=requireLeases,proto3" json:"require_leases,omitempty"`
+	// A lease this transaction revokes (it deletes the lease's keys); the
+	// lease is gone at the transaction's revision.
+	RevokeLease   int64 `protobuf:"varint,4,opt,name=revoke_lease,json=revokeLease,proto3" json:"revoke_lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -494,6 +501,136 @@ func (x *Decision) GetRanges() []uint64 {
 	return nil
 }
 
+func (x *Decision) GetRequireLeases() []int64 {
+	if x != nil {
+		return x.RequireLeases
+	}
+	return nil
+}
+
+func (x *Decision) GetRevokeLease() int64 {
+	if x != nil {
+		return x.RevokeLease
+	}
+	return 0
+}
+
+// Lease is one granted lease.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl   int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Remaining TTL (seconds) at the last checkpoint; 0 if never
+	// checkpointed. A restart or a new primary resumes from it.
+	Remaining     int64 `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_raftcmd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Lease) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Lease) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *Lease) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+// LeaseCheckpoint records a lease's remaining TTL.
+type LeaseCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Remaining     int64                  `protobuf:"varint,2,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseCheckpoint) Reset() {
+	*x = LeaseCheckpoint{}
+	mi := &file_raftcmd_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseCheckpoint) ProtoMessage() {}
+
+func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
+func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LeaseCheckpoint) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseCheckpoint) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
 // Split replaces range `range_id` by [start, key) and a new range [key, end).
 type Split struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -505,7 +642,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +654,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +667,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{7}
+	return file_raftcmd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Split) GetRangeId() uint64 {
@@ -550,18 +687,22 @@ func (x *Split) GetKey() []byte {
 // OracleCommand is the data of one entry in the oracle's Raft log. Each
 // decision, in order, takes the next revision.
 type OracleCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Decisions     []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
-	Aborts        []uint64               `protobuf:"varint,2,rep,packed,name=aborts,proto3" json:"aborts,omitempty"`
-	Compact       *Compact               `protobuf:"bytes,3,opt,name=compact,proto3" json:"compact,omitempty"`
-	Split         *Split                 `protobuf:"bytes,4,opt,name=split,proto3" json:"split,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Decisions []*Decision            `protobuf:"bytes,1,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Aborts    []uint64               `protobuf:"varint,2,rep,packed,name=aborts,proto3" json:"aborts,omitempty"`
+	Compact   *Compact               `protobuf:"bytes,3,opt,name=compact,proto3" json:"compact,omitempty"`
+	Split     *Split                 `protobuf:"bytes,4,opt,name=split,proto3" json:"split,omitempty"`
+	Grant     *Lease                 `protobuf:"bytes,5,opt,name=grant,proto3" json:"grant,omitempty"`
+	// Revokes of leases that hold no key: they take no revision.
+	RevokeLeases  []int64            `protobuf:"varint,6,rep,packed,name=revoke_leases,json=revokeLeases,proto3" json:"revoke_leases,omitempty"`
+	Checkpoints   []*LeaseCheckpoint `protobuf:"bytes,7,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OracleCommand) Reset() {
 	*x = OracleCommand{}
-	mi := &file_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +714,7 @@ func (x *OracleCommand) String() string {
 func (*OracleCommand) ProtoMessage() {}
 
 func (x *OracleCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +727,7 @@ func (x *OracleCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleCommand.ProtoReflect.Descriptor instead.
 func (*OracleCommand) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{8}
+	return file_raftcmd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OracleCommand) GetDecisions() []*Decision {
@@ -617,6 +758,27 @@ func (x *OracleCommand) GetSplit() *Split {
 	return nil
 }
 
+func (x *OracleCommand) GetGrant() *Lease {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *OracleCommand) GetRevokeLeases() []int64 {
+	if x != nil {
+		return x.RevokeLeases
+	}
+	return nil
+}
+
+func (x *OracleCommand) GetCheckpoints() []*LeaseCheckpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
 // Compact sets the compaction revision.
 type Compact struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -627,7 +789,7 @@ type Compact struct {
 
 func (x *Compact) Reset() {
 	*x = Compact{}
-	mi := &file_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +801,7 @@ func (x *Compact) String() string {
 func (*Compact) ProtoMessage() {}
 
 func (x *Compact) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +814,7 @@ func (x *Compact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compact.ProtoReflect.Descriptor instead.
 func (*Compact) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{9}
+	return file_raftcmd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Compact) GetRevision() int64 {
@@ -677,14 +839,15 @@ type OracleState struct {
 	MemberId     uint64           `protobuf:"varint,8,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// compacted is false until the first compaction (etcd's compact revision
 	// is then -1, and Compact(0) succeeds).
-	Compacted     bool `protobuf:"varint,9,opt,name=compacted,proto3" json:"compacted,omitempty"`
+	Compacted     bool             `protobuf:"varint,9,opt,name=compacted,proto3" json:"compacted,omitempty"`
+	Leases        map[int64]*Lease `protobuf:"bytes,10,rep,name=leases,proto3" json:"leases,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OracleState) Reset() {
 	*x = OracleState{}
-	mi := &file_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +859,7 @@ func (x *OracleState) String() string {
 func (*OracleState) ProtoMessage() {}
 
 func (x *OracleState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +872,7 @@ func (x *OracleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleState.ProtoReflect.Descriptor instead.
 func (*OracleState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{10}
+	return file_raftcmd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OracleState) GetRevision() int64 {
@@ -775,6 +938,13 @@ func (x *OracleState) GetCompacted() bool {
 	return false
 }
 
+func (x *OracleState) GetLeases() map[int64]*Lease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 var File_raftcmd_proto protoreflect.FileDescriptor
 
 const file_raftcmd_proto_rawDesc = "" +
@@ -805,20 +975,32 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12$\n" +
 	"\x03ops\x18\x02 \x03(\v2\x12.mosaic.raftcmd.OpR\x03ops\"@\n" +
 	"\fShardCommand\x120\n" +
-	"\aintents\x18\x01 \x03(\v2\x16.mosaic.raftcmd.IntentR\aintents\"9\n" +
+	"\aintents\x18\x01 \x03(\v2\x16.mosaic.raftcmd.IntentR\aintents\"\x83\x01\n" +
 	"\bDecision\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x16\n" +
-	"\x06ranges\x18\x02 \x03(\x04R\x06ranges\"4\n" +
+	"\x06ranges\x18\x02 \x03(\x04R\x06ranges\x12%\n" +
+	"\x0erequire_leases\x18\x03 \x03(\x03R\rrequireLeases\x12!\n" +
+	"\frevoke_lease\x18\x04 \x01(\x03R\vrevokeLease\"G\n" +
+	"\x05Lease\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\x03R\tremaining\"?\n" +
+	"\x0fLeaseCheckpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n" +
+	"\tremaining\x18\x02 \x01(\x03R\tremaining\"4\n" +
 	"\x05Split\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\xbf\x01\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\"\xd4\x02\n" +
 	"\rOracleCommand\x126\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x18.mosaic.raftcmd.DecisionR\tdecisions\x12\x16\n" +
 	"\x06aborts\x18\x02 \x03(\x04R\x06aborts\x121\n" +
 	"\acompact\x18\x03 \x01(\v2\x17.mosaic.raftcmd.CompactR\acompact\x12+\n" +
-	"\x05split\x18\x04 \x01(\v2\x15.mosaic.raftcmd.SplitR\x05split\"%\n" +
+	"\x05split\x18\x04 \x01(\v2\x15.mosaic.raftcmd.SplitR\x05split\x12+\n" +
+	"\x05grant\x18\x05 \x01(\v2\x15.mosaic.raftcmd.LeaseR\x05grant\x12#\n" +
+	"\rrevoke_leases\x18\x06 \x03(\x03R\frevokeLeases\x12A\n" +
+	"\vcheckpoints\x18\a \x03(\v2\x1f.mosaic.raftcmd.LeaseCheckpointR\vcheckpoints\"%\n" +
 	"\aCompact\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xab\x03\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xbe\x04\n" +
 	"\vOracleState\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12)\n" +
 	"\x10compact_revision\x18\x02 \x01(\x03R\x0fcompactRevision\x121\n" +
@@ -829,10 +1011,15 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\a \x01(\x04R\tclusterId\x12\x1b\n" +
 	"\tmember_id\x18\b \x01(\x04R\bmemberId\x12\x1c\n" +
-	"\tcompacted\x18\t \x01(\bR\tcompacted\x1a:\n" +
+	"\tcompacted\x18\t \x01(\bR\tcompacted\x12?\n" +
+	"\x06leases\x18\n" +
+	" \x03(\v2'.mosaic.raftcmd.OracleState.LeasesEntryR\x06leases\x1a:\n" +
 	"\fLastRevEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B7Z5github.com/mosaic-kv/mosaic/proto/raftcmdpb;raftcmdpbb\x06proto3"
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aP\n" +
+	"\vLeasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x03R\x03key\x12+\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.mosaic.raftcmd.LeaseR\x05value:\x028\x01B7Z5github.com/mosaic-kv/mosaic/proto/raftcmdpb;raftcmdpbb\x06proto3"
 
 var (
 	file_raftcmd_proto_rawDescOnce sync.Once
@@ -846,20 +1033,23 @@ func file_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_raftcmd_proto_goTypes = []any{
-	(*RangeDesc)(nil),     // 0: mosaic.raftcmd.RangeDesc
-	(*Op)(nil),            // 1: mosaic.raftcmd.Op
-	(*PutOp)(nil),         // 2: mosaic.raftcmd.PutOp
-	(*DeleteOp)(nil),      // 3: mosaic.raftcmd.DeleteOp
-	(*Intent)(nil),        // 4: mosaic.raftcmd.Intent
-	(*ShardCommand)(nil),  // 5: mosaic.raftcmd.ShardCommand
-	(*Decision)(nil),      // 6: mosaic.raftcmd.Decision
-	(*Split)(nil),         // 7: mosaic.raftcmd.Split
-	(*OracleCommand)(nil), // 8: mosaic.raftcmd.OracleCommand
-	(*Compact)(nil),       // 9: mosaic.raftcmd.Compact
-	(*OracleState)(nil),   // 10: mosaic.raftcmd.OracleState
-	nil,                   // 11: mosaic.raftcmd.OracleState.LastRevEntry
+	(*RangeDesc)(nil),       // 0: mosaic.raftcmd.RangeDesc
+	(*Op)(nil),              // 1: mosaic.raftcmd.Op
+	(*PutOp)(nil),           // 2: mosaic.raftcmd.PutOp
+	(*DeleteOp)(nil),        // 3: mosaic.raftcmd.DeleteOp
+	(*Intent)(nil),          // 4: mosaic.raftcmd.Intent
+	(*ShardCommand)(nil),    // 5: mosaic.raftcmd.ShardCommand
+	(*Decision)(nil),        // 6: mosaic.raftcmd.Decision
+	(*Lease)(nil),           // 7: mosaic.raftcmd.Lease
+	(*LeaseCheckpoint)(nil), // 8: mosaic.raftcmd.LeaseCheckpoint
+	(*Split)(nil),           // 9: mosaic.raftcmd.Split
+	(*OracleCommand)(nil),   // 10: mosaic.raftcmd.OracleCommand
+	(*Compact)(nil),         // 11: mosaic.raftcmd.Compact
+	(*OracleState)(nil),     // 12: mosaic.raftcmd.OracleState
+	nil,                     // 13: mosaic.raftcmd.OracleState.LastRevEntry
+	nil,                     // 14: mosaic.raftcmd.OracleState.LeasesEntry
 }
 var file_raftcmd_proto_depIdxs = []int32{
 	2,  // 0: mosaic.raftcmd.Op.put:type_name -> mosaic.raftcmd.PutOp
@@ -867,15 +1057,19 @@ var file_raftcmd_proto_depIdxs = []int32{
 	1,  // 2: mosaic.raftcmd.Intent.ops:type_name -> mosaic.raftcmd.Op
 	4,  // 3: mosaic.raftcmd.ShardCommand.intents:type_name -> mosaic.raftcmd.Intent
 	6,  // 4: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
-	9,  // 5: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
-	7,  // 6: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
-	0,  // 7: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
-	11, // 8: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 5: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
+	9,  // 6: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
+	7,  // 7: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
+	8,  // 8: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
+	0,  // 9: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
+	13, // 10: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
+	14, // 11: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
+	7,  // 12: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_proto_init() }
@@ -894,7 +1088,7 @@ func file_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_proto_rawDesc), len(file_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
