@@ -20,7 +20,12 @@ func openTestNode(t *testing.T, dir string) (*Node, *Router) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n, New(n, Options{MaxRequestBytes: 1.5 * 1024 * 1024, MaxTxnOps: 128, Name: "t"})
+	r, err := New(n, Options{MaxRequestBytes: 1.5 * 1024 * 1024, MaxTxnOps: 128, Name: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return n, r
 }
 
 func put(k, v string) *pb.RequestOp {

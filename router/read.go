@@ -3,10 +3,12 @@ package router
 import (
 	"context"
 	"errors"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/mosaic-kv/mosaic/leaseactor"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/router/kvrules"
@@ -17,6 +19,8 @@ import (
 // Router serves the client APIs of one node.
 type Router struct {
 	node            *Node
+	lessor          *leaseactor.Lessor
+	minLeaseTTL     int64
 	ids             *txnIDs
 	maxRequestBytes int
 	maxTxnOps       int
@@ -32,13 +36,40 @@ type Options struct {
 	Name            string
 	ClientURLs      []string
 	PeerURLs        []string
+	// HeartbeatInterval and ElectionTimeout set the minimum lease TTL as in
+	// etcd (zero: etcd's defaults).
+	HeartbeatInterval, ElectionTimeout time.Duration
+	// LeaseCheckpointInterval: how often long leases record their
+	// remaining TTL (zero: 5 minutes).
+	LeaseCheckpointInterval time.Duration
 }
 
-// New returns a Router over an open node.
-func New(n *Node, o Options) *Router {
-	return &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
-		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs}
+// New returns a Router over an open node and starts its lease primary.
+func New(n *Node, o Options) (*Router, error) {
+	r := &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
+		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs,
+		minLeaseTTL: minLeaseTTLFor(o.HeartbeatInterval, o.ElectionTimeout)}
+	lessor, err := leaseactor.Start(n.sys, leaseactor.Config{
+		Revoke: func(ctx context.Context, id int64) error {
+			_, err := r.RevokeLease(ctx, id)
+			if errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
+				return leaseactor.ErrNotFound
+			}
+			return err
+		},
+		Checkpoint:         n.oracle.CheckpointLeases,
+		CheckpointInterval: o.LeaseCheckpointInterval,
+		Logger:             n.lg,
+	}, n.oracle.View().Leases)
+	if err != nil {
+		return nil, err
+	}
+	r.lessor = lessor
+	return r, nil
 }
+
+// Close stops the router's lease primary.
+func (r *Router) Close() { r.lessor.Stop() }
 
 // header is etcd's response header at revision rev.
 func (r *Router) header(rev int64) *pb.ResponseHeader {

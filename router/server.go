@@ -28,6 +28,7 @@ func (r *Router) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterKVServer(s, &kvServer{r: r})
 	pb.RegisterMaintenanceServer(s, &maintenanceServer{r: r})
 	pb.RegisterClusterServer(s, &clusterServer{r: r})
+	pb.RegisterLeaseServer(s, &leaseServer{r: r})
 	adminpb.RegisterAdminServer(s, &adminServer{r: r})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

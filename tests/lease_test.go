@@ -23,7 +23,6 @@ func leaseOp(fn func(ctx context.Context, l pb.LeaseClient) (any, error)) harnes
 // revision. Leases are granted with explicit ids so both servers use the same ones.
 func TestKVWithLeases(t *testing.T) {
 	t.Parallel()
-	harness.SkipForMosaic(t, "leases: issue 6")
 	d, _ := harness.StartPair(t)
 	grant := func(id int64) {
 		d.Check(fmt.Sprintf("grant %d", id), leaseOp(func(ctx context.Context, l pb.LeaseClient) (any, error) {

@@ -90,13 +90,19 @@ func serve(cfg *config, lg *zap.Logger) error {
 	}
 	defer node.Close()
 
-	r := router.New(node, router.Options{
-		MaxRequestBytes: int(cfg.MaxRequestBytes),
-		MaxTxnOps:       int(cfg.MaxTxnOps),
-		Name:            cfg.Name,
-		ClientURLs:      urlStrings(cfg.AdvertiseClientURLs),
-		PeerURLs:        urlStrings(cfg.InitialAdvertisePeerURLs),
+	r, err := router.New(node, router.Options{
+		MaxRequestBytes:   int(cfg.MaxRequestBytes),
+		MaxTxnOps:         int(cfg.MaxTxnOps),
+		Name:              cfg.Name,
+		ClientURLs:        urlStrings(cfg.AdvertiseClientURLs),
+		PeerURLs:          urlStrings(cfg.InitialAdvertisePeerURLs),
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		ElectionTimeout:   cfg.ElectionTimeout,
 	})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
 	gs := r.NewGRPCServer()
 
 	var lns []net.Listener
