@@ -87,6 +87,20 @@ func (o *Oracle) Checkpoint(index uint64, rev int64) {
 	o.root.Send(o.pid, &checkpointMsg{index: index, rev: rev})
 }
 
+// Persist writes the oracle's state to the MVCC store (not synced) and
+// returns the Raft index it covers: once the store is synced, the log up
+// to that index may go.
+func (o *Oracle) Persist(ctx context.Context) (uint64, error) {
+	reply := make(chan uint64, 1)
+	o.root.Send(o.pid, &persistMsg{reply: reply})
+	select {
+	case idx := <-reply:
+		return idx, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
 // Stop stops the actor and waits until it has stopped.
 func (o *Oracle) Stop() { _ = o.root.StopFuture(o.pid).Wait() }
 
@@ -246,6 +260,8 @@ type checkpointMsg struct {
 	rev   int64
 }
 
+type persistMsg struct{ reply chan uint64 }
+
 // oracleActor owns the oracle's RaftGroup and State. Decisions are batched:
 // while one batch is being made durable, new requests queue, and the whole
 // queue becomes the next entry.
@@ -272,6 +288,12 @@ type oracleActor struct {
 	leasers    []*leaseMsg
 	// leasesChanged makes the next published view copy the lease table.
 	leasesChanged bool
+
+	// dirty holds the fates decided since the last save, gone the pruned
+	// ones still stored; saved is the applied index of the last save.
+	dirty map[uint64]int64
+	gone  []uint64
+	saved uint64
 }
 
 func (a *oracleActor) Receive(ctx actor.Context) {
@@ -291,6 +313,13 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		}
 	case *checkpointMsg:
 		a.checkpoint(m)
+	case *persistMsg:
+		m.reply <- a.persist()
+	case *actor.Stopping:
+		if a.state != nil {
+			a.persist()
+		}
+		return
 	case *decideMsg, *resolveMsg, *compactMsg, *splitMsg, *leaseMsg:
 		if !a.ready {
 			a.stash = append(a.stash, m)
@@ -301,8 +330,10 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 	a.group.Drive(a.apply)
 }
 
+// checkpoint drops the log up to the given index, never past the last
+// saved state, and forgets decisions every shard has durably applied.
 func (a *oracleActor) checkpoint(m *checkpointMsg) {
-	if err := a.group.Compact(min(m.index, a.group.Applied())); err != nil {
+	if err := a.group.Compact(min(m.index, a.saved, a.group.Applied())); err != nil {
 		a.cfg.Logger.Error("revision oracle: raft log compaction failed", zap.Error(err))
 	}
 	if !a.ready {
@@ -311,13 +342,25 @@ func (a *oracleActor) checkpoint(m *checkpointMsg) {
 	// Aborted transactions are forgotten too: their intents were dropped
 	// by the shards, and a shard that replays one after a restart is told
 	// "aborted" again (an unknown transaction is aborted on Resolve).
-	gone := a.state.Prune(func(txn uint64, rev int64) bool { return rev > m.rev })
-	if len(gone) == 0 {
-		return
+	for _, txn := range a.state.Prune(func(txn uint64, rev int64) bool { return rev > m.rev }) {
+		if _, ok := a.dirty[txn]; ok {
+			delete(a.dirty, txn)
+			continue
+		}
+		a.gone = append(a.gone, txn)
 	}
-	if err := a.cfg.Meta.Save(a.state.pb, nil, gone); err != nil {
+}
+
+// persist saves the state and the fates changed since the last save, and
+// returns the applied index the saved state covers.
+func (a *oracleActor) persist() uint64 {
+	if err := a.cfg.Meta.Save(a.state.pb, a.dirty, a.gone); err != nil {
 		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
 	}
+	a.dirty = map[uint64]int64{}
+	a.gone = nil
+	a.saved = a.state.pb.AppliedIndex
+	return a.saved
 }
 
 func (a *oracleActor) handle1(m any) {
@@ -386,6 +429,8 @@ func (a *oracleActor) start() error {
 	a.state = NewState(st, txns)
 	a.deciders = map[uint64][]chan fate{}
 	a.resolvers = map[uint64][]chan fate{}
+	a.dirty = map[uint64]int64{}
+	a.saved = st.AppliedIndex
 	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
 		Group: GroupID, NodeID: c.NodeID, Applied: st.AppliedIndex, Store: c.Logs, Logger: c.Logger,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
@@ -454,23 +499,16 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 	if n := len(ents); n > 0 {
 		a.state.pb.AppliedIndex = ents[n-1].GetIndex()
 	}
-	var fates map[uint64]int64
+	// The state is not written here: the log replays it exactly from the
+	// last saved index, and Persist saves it at checkpoints. Fates changed
+	// since are remembered for that save.
 	for _, fx := range all {
 		for _, d := range fx.Decided {
-			if fates == nil {
-				fates = map[uint64]int64{}
-			}
-			fates[d.TxnID] = d.Rev
+			a.dirty[d.TxnID] = d.Rev
 		}
 		for _, t := range fx.Aborted {
-			if fates == nil {
-				fates = map[uint64]int64{}
-			}
-			fates[t] = 0
+			a.dirty[t] = 0
 		}
-	}
-	if err := a.cfg.Meta.Save(a.state.pb, fates, nil); err != nil {
-		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
 	}
 	a.publish()
 	for _, fx := range all {

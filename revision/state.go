@@ -13,8 +13,8 @@ var (
 	ErrAborted       = errors.New("revision: transaction was aborted")
 	ErrLeaseNotFound = errors.New("revision: lease not found")
 	ErrLeaseExists   = errors.New("revision: lease already exists")
-	ErrBadSplit     = errors.New("revision: split key is not strictly inside the range")
-	ErrUnknownRange = errors.New("revision: unknown range")
+	ErrBadSplit      = errors.New("revision: split key is not strictly inside the range")
+	ErrUnknownRange  = errors.New("revision: unknown range")
 )
 
 // Decided is one transaction's fate: Rev > 0 when decided, Rev == 0 when
@@ -40,11 +40,11 @@ type Effects struct {
 	// LeasesChanged is set when the set of leases changed.
 	LeasesChanged bool
 	checkpointed  bool
-	Compacted  int64 // new compaction revision, if DidCompact
-	DidCompact bool
-	CompactErr error
-	Split      *SplitResult
-	SplitErr   error
+	Compacted     int64 // new compaction revision, if DidCompact
+	DidCompact    bool
+	CompactErr    error
+	Split         *SplitResult
+	SplitErr      error
 }
 
 // SplitResult names the two ranges a split produced.

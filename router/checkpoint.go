@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,7 +35,11 @@ func (n *Node) checkpointLoop(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		cur := n.capture()
+		cur, err := n.capture()
+		if err != nil {
+			n.lg.Error("checkpoint: saving the oracle state failed", zap.Error(err))
+			continue
+		}
 		if err := n.store.Sync(); err != nil {
 			n.lg.Error("checkpoint: syncing the MVCC store failed", zap.Error(err))
 			continue
@@ -51,14 +56,20 @@ func (n *Node) checkpointLoop(every time.Duration) {
 	}
 }
 
-func (n *Node) capture() *checkpoint {
+func (n *Node) capture() (*checkpoint, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	v := n.oracle.View()
-	c := &checkpoint{oracleIndex: v.Applied, shardIndex: map[uint64]uint64{}, coveredRev: v.Rev}
+	saved, err := n.oracle.Persist(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &checkpoint{oracleIndex: saved, shardIndex: map[uint64]uint64{}, coveredRev: v.Rev}
 	for _, s := range n.allShards() {
 		c.shardIndex[s.ID()] = s.AppliedIndex()
 		if applied := s.AppliedRev(); applied < v.LastRev[s.ID()] && applied < c.coveredRev {
 			c.coveredRev = applied
 		}
 	}
-	return c
+	return c, nil
 }
