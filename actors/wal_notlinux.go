@@ -1,0 +1,8 @@
+//go:build !linux
+
+package actors
+
+import "os"
+
+// fdatasync makes the data appended to f durable (a full fsync here).
+func fdatasync(f *os.File) error { return f.Sync() }
