@@ -225,66 +225,61 @@ func runModel(t *testing.T, seed uint64) {
 	s := openMem(t)
 	m := newModel()
 	const revs = 120
-	for rev := int64(1); rev <= revs; rev++ {
-		touched := map[string]bool{}
-		ops := 1 + rng.IntN(3)
-		var wantRes []string
+	// Each Update applies 1-4 consecutive revisions, as a shard's batched apply does, and checks
+	// Get and Range inside the Update (read-your-writes across revisions) against the model.
+	for rev := int64(1); rev <= revs; {
+		batch := 1 + rng.IntN(4)
 		err := s.Update(func(w *Writer) error {
-			var got []string
-			for sub := int32(0); sub < int32(ops); sub++ {
-				switch op := rng.IntN(10); {
-				case op < 6: // put
-					k := modelKeys[rng.IntN(len(modelKeys))]
-					if touched[k] {
-						continue
-					}
-					touched[k] = true
-					p := Put{Key: []byte(k), Value: []byte(fmt.Sprintf("v%d.%d", rev, sub)), Lease: int64(rng.IntN(3))}
-					if _, ok := m.live(k, rev); ok && rng.IntN(4) == 0 {
-						p.IgnoreValue = rng.IntN(2) == 0
-						p.IgnoreLease = !p.IgnoreValue || rng.IntN(2) == 0
-					}
-					wantRes = append(wantRes, kvOne(m.put(rev, sub, p)))
-					prev, err := w.Put(rev, sub, p)
-					if err != nil {
-						return err
-					}
-					got = append(got, kvOne(prev))
-				default: // delete a span, only as the revision's last op, over untouched keys
-					sp := modelSpans[rng.IntN(len(modelSpans))]
-					clash := false
-					for k := range touched {
-						clash = clash || inSpan(k, sp[0], sp[1])
-					}
-					if clash {
-						continue
-					}
-					wantRes = append(wantRes, kvString(m.deleteRange(rev, sub, sp[0], sp[1])))
-					deleted, err := w.DeleteRange(rev, sub, []byte(sp[0]), bytesOrNil(sp[1]))
-					if err != nil {
-						return err
-					}
-					got = append(got, kvString(deleted))
-					sub = int32(ops)
+			for i := 0; i < batch && rev <= revs; i++ {
+				if err := applyRandomRevision(t, rng, w, m, rev); err != nil {
+					return err
 				}
-			}
-			if g, w := strings.Join(got, " ; "), strings.Join(wantRes, " ; "); g != w {
-				t.Fatalf("rev %d write results:\n got %s\nwant %s", rev, g, w)
+				for _, k := range modelKeys {
+					for _, at := range []int64{0, rev, rev - 1} {
+						if at > 0 && at < m.compacted {
+							continue
+						}
+						got, err := w.Get([]byte(k), at)
+						if err != nil {
+							return err
+						}
+						mrev := at
+						if at == 0 {
+							mrev = rev // latest, which is rev inside this Update
+						}
+						want, ok := m.live(k, mrev)
+						wantKV := "<nil>"
+						if ok {
+							wantKV = kvOne(want.kv(k, true))
+						}
+						if kvOne(got) != wantKV {
+							t.Fatalf("Writer.Get(%q, %d) at rev %d = %s, want %s", k, at, rev, kvOne(got), wantKV)
+						}
+					}
+				}
+				got, err := w.Range([]byte{0}, []byte{0}, rev, ReadOptions{})
+				if err != nil {
+					return err
+				}
+				if want := m.rangeAt("\x00", "\x00", rev, ReadOptions{}); kvString(got.KVs) != kvString(want.KVs) {
+					t.Fatalf("Writer.Range at %d:\n got %s\nwant %s", rev, kvString(got.KVs), kvString(want.KVs))
+				}
+				rev++
 			}
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rev%30 == 0 {
-			checkModel(t, s, m, rev)
-			c := rev - int64(rng.IntN(20))
+		if rev > 30 && (rev-1)/30 != (rev-1-int64(batch))/30 {
+			checkModel(t, s, m, rev-1)
+			c := rev - 1 - int64(rng.IntN(20))
 			if err := s.Compact(context.Background(), c); err != nil {
 				t.Fatal(err)
 			}
 			m.compacted = c
 			checkPhysical(t, s, m)
-			checkModel(t, s, m, rev)
+			checkModel(t, s, m, rev-1)
 		}
 	}
 	checkModel(t, s, m, revs)
@@ -373,4 +368,54 @@ func checkModel(t *testing.T, s *Store, m *model, revs int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// applyRandomRevision writes 1-3 random ops at rev through w and into m, checking the values
+// the writes return.
+func applyRandomRevision(t *testing.T, rng *rand.Rand, w *Writer, m *model, rev int64) error {
+	t.Helper()
+	touched := map[string]bool{}
+	ops := 1 + rng.IntN(3)
+	var got, want []string
+	for sub := int32(0); sub < int32(ops); sub++ {
+		switch op := rng.IntN(10); {
+		case op < 6: // put
+			k := modelKeys[rng.IntN(len(modelKeys))]
+			if touched[k] {
+				continue
+			}
+			touched[k] = true
+			p := Put{Key: []byte(k), Value: []byte(fmt.Sprintf("v%d.%d", rev, sub)), Lease: int64(rng.IntN(3))}
+			if _, ok := m.live(k, rev); ok && rng.IntN(4) == 0 {
+				p.IgnoreValue = rng.IntN(2) == 0
+				p.IgnoreLease = !p.IgnoreValue || rng.IntN(2) == 0
+			}
+			want = append(want, kvOne(m.put(rev, sub, p)))
+			prev, err := w.Put(rev, sub, p)
+			if err != nil {
+				return err
+			}
+			got = append(got, kvOne(prev))
+		default: // delete a span, only as the revision's last op, over untouched keys
+			sp := modelSpans[rng.IntN(len(modelSpans))]
+			clash := false
+			for k := range touched {
+				clash = clash || inSpan(k, sp[0], sp[1])
+			}
+			if clash {
+				continue
+			}
+			want = append(want, kvString(m.deleteRange(rev, sub, sp[0], sp[1])))
+			deleted, err := w.DeleteRange(rev, sub, []byte(sp[0]), bytesOrNil(sp[1]))
+			if err != nil {
+				return err
+			}
+			got = append(got, kvString(deleted))
+			sub = int32(ops)
+		}
+	}
+	if g, w := strings.Join(got, " ; "), strings.Join(want, " ; "); g != w {
+		t.Fatalf("rev %d write results:\n got %s\nwant %s", rev, g, w)
+	}
+	return nil
 }

@@ -216,8 +216,11 @@ func (s *Store) Sync() error {
 // that error is returned. The Writer must not be used after fn returns.
 func (s *Store) Update(fn func(w *Writer) error) error {
 	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, maxValue: s.maxValue}
+	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, db: s.db, maxValue: s.maxValue}
+	defer func() {
+		w.release()
+		txn.Discard()
+	}()
 	if err := fn(w); err != nil {
 		return err
 	}

@@ -558,3 +558,23 @@ func TestTooBigUpdateIsAnError(t *testing.T) {
 		t.Fatalf("err %v, want ErrTxnTooBig", err)
 	}
 }
+
+func TestSizeLimitsAreClearErrors(t *testing.T) {
+	s := openMem(t)
+	tests := []struct {
+		name string
+		p    Put
+	}{
+		{"key too long", Put{Key: bytes.Repeat([]byte("k"), 70000)}},
+		{"value too big for in-memory store", Put{Key: []byte("k"), Value: bytes.Repeat([]byte("v"), 2<<20)}},
+	}
+	for _, tt := range tests {
+		err := s.Update(func(w *Writer) error {
+			_, err := w.Put(1, 0, tt.p)
+			return err
+		})
+		if err == nil || len(err.Error()) > 200 {
+			t.Errorf("%s: err %.300v; want a short error", tt.name, err)
+		}
+	}
+}

@@ -11,9 +11,107 @@ import (
 
 // Writer writes inside one Update. It offers every Reader method, and those see the Update's
 // own pending writes (read-your-writes). Not safe for concurrent use.
+//
+// Range, Changes, DeleteRange and the meta reads go through badger's read-write transaction,
+// whose iterators merge the pending writes (sorting them anew for every iterator). Put and Get,
+// which an apply loop calls once per key, avoid that cost: they consult the Writer's own record
+// of the versions it wrote (pending) and otherwise seek one iterator, reused for the whole
+// Update, over a read-only snapshot of the committed state. Both views agree because the caller
+// serializes Updates that touch the same keys.
 type Writer struct {
 	Reader
+	db       *badger.DB
 	maxValue int64
+
+	pending map[string][]pendingVersion // versions written by this Update, ascending by rev
+	ro      *badger.Txn                 // committed state, created on first use
+	roIt    *badger.Iterator
+}
+
+// pendingVersion is a version this Update wrote; kv is nil for a tombstone.
+type pendingVersion struct {
+	rev int64
+	kv  *mvccpb.KeyValue
+}
+
+func (w *Writer) release() {
+	if w.roIt != nil {
+		w.roIt.Close()
+	}
+	if w.ro != nil {
+		w.ro.Discard()
+	}
+}
+
+func (w *Writer) committed() *badger.Iterator {
+	if w.roIt == nil {
+		w.ro = w.db.NewTransaction(false)
+		w.roIt = w.ro.NewIterator(badger.IteratorOptions{Prefix: []byte{nsData}})
+	}
+	return w.roIt
+}
+
+func (w *Writer) record(key []byte, v pendingVersion) {
+	if w.pending == nil {
+		w.pending = make(map[string][]pendingVersion)
+	}
+	w.pending[string(key)] = append(w.pending[string(key)], v)
+}
+
+// shallowCopy keeps the Writer's record private from callers.
+func shallowCopy(kv *mvccpb.KeyValue) *mvccpb.KeyValue {
+	if kv == nil {
+		return nil
+	}
+	return &mvccpb.KeyValue{Key: kv.Key, Value: kv.Value, CreateRevision: kv.CreateRevision,
+		ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease}
+}
+
+// version returns key's newest version <= rev (live or tombstone). ok is false when there is
+// none; kv is nil for a tombstone. prefix is dataPrefix(key).
+func (w *Writer) version(key, prefix []byte, rev int64) (kv *mvccpb.KeyValue, vrev int64, ok bool, err error) {
+	vs := w.pending[string(key)]
+	for i := len(vs) - 1; i >= 0; i-- {
+		if vs[i].rev <= rev {
+			return shallowCopy(vs[i].kv), vs[i].rev, true, nil
+		}
+	}
+	it := w.committed()
+	if rev == math.MaxInt64 {
+		it.Seek(prefix)
+	} else {
+		it.Seek(dataKeyFromPrefix(prefix, rev))
+	}
+	if !it.Valid() {
+		return nil, 0, false, nil
+	}
+	item := it.Item()
+	k := item.Key()
+	if len(k) != len(prefix)+revLen || string(k[:len(prefix)]) != string(prefix) {
+		return nil, 0, false, nil
+	}
+	vrev = dataRev(k)
+	if item.UserMeta()&metaTombstone != 0 {
+		return nil, vrev, true, nil
+	}
+	kv = new(mvccpb.KeyValue)
+	if err := fillKV(kv, prefix[1:], item, true); err != nil {
+		return nil, 0, false, err
+	}
+	return kv, vrev, true, nil
+}
+
+// Get returns key's live version at rev (rev <= 0: latest), or nil if it is absent or deleted,
+// including this Update's writes.
+func (w *Writer) Get(key []byte, rev int64) (*mvccpb.KeyValue, error) {
+	if err := w.checkRev(rev); err != nil {
+		return nil, err
+	}
+	if rev <= 0 {
+		rev = math.MaxInt64
+	}
+	kv, _, _, err := w.version(key, dataPrefix(key), rev)
+	return kv, err
 }
 
 // maxBadgerKey is badger's limit on a key's length; a user key's encoded form adds a namespace
@@ -27,27 +125,6 @@ type Put struct {
 	// IgnoreValue keeps the previous value; IgnoreLease keeps the previous lease. Both require a
 	// live previous version (ErrKeyNotFound otherwise).
 	IgnoreValue, IgnoreLease bool
-}
-
-// latest returns the newest version of the key with data prefix p (live or not). ok is false
-// when the key has no version at all.
-func (w *Writer) latest(p []byte, withValue bool) (kv *mvccpb.KeyValue, rev int64, ok bool, err error) {
-	it := w.txn.NewIterator(badger.IteratorOptions{Prefix: p})
-	defer it.Close()
-	it.Seek(p)
-	if !it.Valid() {
-		return nil, 0, false, nil
-	}
-	item := it.Item()
-	rev = dataRev(item.Key())
-	if item.UserMeta()&metaTombstone != 0 {
-		return nil, rev, true, nil
-	}
-	kv = new(mvccpb.KeyValue)
-	if err := fillKV(kv, p[1:], item, withValue); err != nil {
-		return nil, 0, false, err
-	}
-	return kv, rev, true, nil
 }
 
 func checkWrite(rev int64, sub int32) error {
@@ -82,7 +159,7 @@ func (w *Writer) Put(rev int64, sub int32, p Put) (*mvccpb.KeyValue, error) {
 		return nil, errors.New("mvcc: put: empty key")
 	}
 	prefix := dataPrefix(p.Key)
-	prev, latestRev, exists, err := w.latest(prefix, true)
+	prev, latestRev, exists, err := w.version(p.Key, prefix, math.MaxInt64)
 	if err != nil {
 		return nil, err
 	}
@@ -105,12 +182,18 @@ func (w *Writer) Put(rev int64, sub int32, p Put) (*mvccpb.KeyValue, error) {
 	} else if p.IgnoreValue || p.IgnoreLease {
 		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, p.Key)
 	}
-	if err := w.set(dataKeyFromPrefix(prefix, rev), encodeValue(h, value), 0); err != nil {
+	enc := encodeValue(h, value)
+	if err := w.set(dataKeyFromPrefix(prefix, rev), enc, 0); err != nil {
 		return nil, err
 	}
 	if err := w.set(changeKey(rev, sub, p.Key), changeValue(changePut, prevRev), 0); err != nil {
 		return nil, err
 	}
+	// The record aliases the encoded value handed to badger; neither is ever modified.
+	w.record(p.Key, pendingVersion{rev: rev, kv: &mvccpb.KeyValue{
+		Key: append([]byte(nil), p.Key...), Value: enc[len(enc)-len(value):],
+		CreateRevision: h.createRevision, ModRevision: rev, Version: h.version, Lease: h.lease,
+	}})
 	return prev, nil
 }
 
@@ -148,6 +231,7 @@ func (w *Writer) DeleteRange(rev int64, sub int32, key, end []byte) ([]*mvccpb.K
 		if err := w.set(changeKey(rev, sub, kv.Key), changeValue(changeDelete, kv.ModRevision), 0); err != nil {
 			return nil, err
 		}
+		w.record(kv.Key, pendingVersion{rev: rev})
 	}
 	return deleted, nil
 }
