@@ -133,10 +133,3 @@ func (s *Store) sweep(ctx context.Context, c int64) (int, error) {
 		start = next
 	}
 }
-
-func dataKeyFromEsc(esc []byte, rev int64) []byte {
-	b := make([]byte, 0, 1+len(esc)+revLen)
-	b = append(b, nsData)
-	b = append(b, esc...)
-	return appendRev(b, rev)
-}

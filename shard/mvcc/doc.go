@@ -23,5 +23,17 @@
 //     and watch catch-up from it need (see compact.go).
 //   - Bad input and damaged or foreign files produce errors, never panics.
 //
+// Semantics worth knowing beyond etcd's:
+//
+//   - Reads at rev <= 0 read the latest state; the store does not know the current revision, so
+//     ErrFutureRev is the caller's to return.
+//   - Changes with a limit returns whole revisions only, so a watch resumes at last Rev+1 without
+//     splitting a revision. Events at exactly the compacted revision carry no PrevKv, as etcd's
+//     (it reads prev_kv at rev-1, which is compacted).
+//   - Compact only processes change-index entries, and every sweep starts at the beginning of the
+//     index, so writes a lagging replica applies below the compacted revision are cleaned up by
+//     the next compaction. A crash or cancelled ctx mid-sweep is finished by the next Compact call.
+//   - Conflict detection is off: callers must serialize Updates writing the same keys.
+//
 // The on-disk encoding is in keys.go.
 package mvcc

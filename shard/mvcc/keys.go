@@ -149,10 +149,18 @@ func dataKey(key []byte, rev int64) []byte {
 	return appendRev(dataPrefix(key), rev)
 }
 
-// dataKeyFromPrefix encodes a version given its dataPrefix (or 'k'+escaped part).
+// dataKeyFromPrefix encodes a version given its dataPrefix.
 func dataKeyFromPrefix(prefix []byte, rev int64) []byte {
 	b := make([]byte, 0, len(prefix)+revLen)
 	b = append(b, prefix...)
+	return appendRev(b, rev)
+}
+
+// dataKeyFromEsc encodes a version given esc(key)+term, as stored in change keys.
+func dataKeyFromEsc(esc []byte, rev int64) []byte {
+	b := make([]byte, 0, 1+len(esc)+revLen)
+	b = append(b, nsData)
+	b = append(b, esc...)
 	return appendRev(b, rev)
 }
 

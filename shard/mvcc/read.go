@@ -218,10 +218,7 @@ func unescapeInto(dst, esc []byte) {
 // getVersion reads the version of a key (given as esc+term) at exactly rev. ok is false when
 // that version is absent; a tombstone is returned as ok with nil kv.
 func (r *Reader) getVersion(esc []byte, rev int64) (kv *mvccpb.KeyValue, ok bool, err error) {
-	k := make([]byte, 0, 1+len(esc)+revLen)
-	k = append(k, nsData)
-	k = appendRev(append(k, esc...), rev)
-	item, err := r.txn.Get(k)
+	item, err := r.txn.Get(dataKeyFromEsc(esc, rev))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false, nil
 	}
