@@ -73,7 +73,15 @@ type LogWrite struct {
 	// Done is called from the writer goroutine once the write is durable.
 	Done func(error)
 
-	del bool // DeleteGroup
+	// Provides and Requires order writes of different groups: a write is
+	// never made durable before every write that provides one of its
+	// Requires (transaction ids), but it may share their record, and so
+	// their fdatasync. A shard's intent provides its transaction; the
+	// oracle's decision requires it. See dependencies.go.
+	Provides, Requires []uint64
+
+	del     bool   // DeleteGroup
+	abandon uint64 // Abandon: a provider that will never come
 }
 
 // OpenLogStore opens (creating) the log store in dir, replaying its log.
@@ -335,14 +343,20 @@ func (s *LogStore) Close() error {
 // Submit queues a write; w.Done is called when it is durable.
 func (s *LogStore) Submit(w *LogWrite) { s.reqs <- w }
 
+// Abandon says that no write will ever provide txn: writes that require it
+// fail (their owner cannot go on safely).
+func (s *LogStore) Abandon(txn uint64) { s.reqs <- &LogWrite{abandon: txn} }
+
 // writer drains the queue: everything queued at once goes into one record,
 // i.e. one fdatasync.
 func (s *LogStore) writer() {
 	defer close(s.done)
-	var batch []*LogWrite
+	var batch, queued []*LogWrite
 	var errs []error
+	deps := newDependencies()
+	defer func() { deps.failWaiting(errLogStoreClosed) }()
 	for w := range s.reqs {
-		batch = append(batch[:0], w)
+		queued = append(queued[:0], w)
 	drain:
 		for {
 			select {
@@ -350,13 +364,18 @@ func (s *LogStore) writer() {
 				if !ok {
 					break drain
 				}
-				batch = append(batch, w2)
+				queued = append(queued, w2)
 			default:
 				break drain
 			}
 		}
+		batch = deps.ready(queued, batch[:0])
+		if len(batch) == 0 {
+			continue
+		}
 		errs = slices.Grow(errs[:0], len(batch))[:len(batch)]
 		snapped := s.commit(batch, errs)
+		deps.committed(batch, errs)
 		for i, w := range batch {
 			if w.Done != nil {
 				w.Done(errs[i])

@@ -30,6 +30,10 @@ type RaftGroup struct {
 	inflight *raft.Ready
 	prevHS   *raftpb.HardState
 	applied  uint64
+
+	// provides and requires tag the next write that carries entries (see
+	// LogWrite): they belong to entries proposed since the last such write.
+	provides, requires []uint64
 }
 
 // GroupConfig configures OpenRaftGroup.
@@ -112,6 +116,13 @@ func (g *RaftGroup) Campaign() error { return g.rn.Campaign() }
 // Propose proposes data; it is appended to the log on the next Drive.
 func (g *RaftGroup) Propose(data []byte) error { return g.rn.Propose(data) }
 
+// Tag records transaction ids that the entries proposed since the last
+// durable write provide or require (LogWrite.Provides, Requires).
+func (g *RaftGroup) Tag(provides, requires []uint64) {
+	g.provides = append(g.provides, provides...)
+	g.requires = append(g.requires, requires...)
+}
+
 // IsLeader reports whether this replica leads the group.
 func (g *RaftGroup) IsLeader() bool { return g.rn.Status().RaftState == raft.StateLeader }
 
@@ -131,6 +142,10 @@ func (g *RaftGroup) Drive(apply func([]*raftpb.Entry)) {
 		if len(rd.Entries) > 0 || mustSync || rd.Snapshot != nil {
 			g.inflight = &rd
 			w := &LogWrite{Group: g.id, Entries: rd.Entries, Done: g.onDur}
+			if len(rd.Entries) > 0 {
+				w.Provides, w.Requires = g.provides, g.requires
+				g.provides, g.requires = nil, nil
+			}
 			if mustSync {
 				w.State = hs
 			}

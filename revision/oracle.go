@@ -119,6 +119,10 @@ type DecideRequest struct {
 	RequireLeases []int64
 	// RevokeLease, if set, is removed at the transaction's revision.
 	RevokeLease int64
+	// Speculative: the intents are not yet known to be durable; the
+	// decision's log write waits for (or shares) the intents' writes. Only
+	// when every group involved commits by its local write.
+	Speculative bool
 }
 
 // Decide assigns the next revision to a transaction whose intents are
@@ -460,6 +464,13 @@ func (a *oracleActor) flush() {
 		}
 		return
 	}
+	var requires []uint64
+	for _, m := range batch {
+		if m.req.Speculative {
+			requires = append(requires, m.req.Txn)
+		}
+	}
+	a.group.Tag(nil, requires)
 	a.proposing = true
 }
 

@@ -30,6 +30,9 @@ type NodeConfig struct {
 	Logger  *zap.Logger
 	// CheckpointInterval is how often Raft logs are truncated (default 10s).
 	CheckpointInterval time.Duration
+	// NoSpeculation makes every write wait for its intents to commit
+	// before asking for its revision (two log writes instead of one).
+	NoSpeculation bool
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -47,6 +50,13 @@ type Node struct {
 	shards map[uint64]*shard.Shard
 
 	splitMu sync.Mutex // one split at a time
+
+	// speculative: decisions are asked for as soon as intents are
+	// proposed, and the log store writes each decision in the same record
+	// as its intents or after them (one fdatasync per write instead of
+	// two). Sound while every group has this node as its only voter, so
+	// that durable means committed.
+	speculative bool
 
 	sigMu   sync.Mutex
 	applied chan struct{} // closed and replaced whenever a shard applies
@@ -75,7 +85,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
-	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}, applied: make(chan struct{})}
+	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}, applied: make(chan struct{}), speculative: !c.NoSpeculation}
 	n.oracle, err = revision.Start(n.sys, revision.Config{
 		NodeID: nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
 		Notify:    n.deliver,

@@ -27,6 +27,8 @@ type Router struct {
 	name            string
 	clientURLs      []string
 	peerURLs        []string
+
+	watchProgressNotifyInterval time.Duration
 }
 
 // Options configures a Router.
@@ -42,13 +44,16 @@ type Options struct {
 	// LeaseCheckpointInterval: how often long leases record their
 	// remaining TTL (zero: 5 minutes).
 	LeaseCheckpointInterval time.Duration
+	// WatchProgressNotifyInterval is --watch-progress-notify-interval.
+	WatchProgressNotifyInterval time.Duration
 }
 
 // New returns a Router over an open node and starts its lease primary.
 func New(n *Node, o Options) (*Router, error) {
 	r := &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
 		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs,
-		minLeaseTTL: minLeaseTTLFor(o.HeartbeatInterval, o.ElectionTimeout)}
+		minLeaseTTL:                 minLeaseTTLFor(o.HeartbeatInterval, o.ElectionTimeout),
+		watchProgressNotifyInterval: o.WatchProgressNotifyInterval}
 	lessor, err := leaseactor.Start(n.sys, leaseactor.Config{
 		Revoke: func(ctx context.Context, id int64) error {
 			_, err := r.RevokeLease(ctx, id)

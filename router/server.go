@@ -11,6 +11,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/mosaic-kv/mosaic/proto/adminpb"
+	"github.com/mosaic-kv/mosaic/watchactor"
 )
 
 // grpcOverheadBytes is the room etcd leaves above --max-request-bytes for
@@ -28,6 +29,12 @@ func (r *Router) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	pb.RegisterKVServer(s, &kvServer{r: r})
 	pb.RegisterMaintenanceServer(s, &maintenanceServer{r: r})
 	pb.RegisterClusterServer(s, &clusterServer{r: r})
+	pb.RegisterWatchServer(s, watchactor.NewServer(r.node.WatchSource(), watchactor.Options{
+		ProgressNotifyInterval: r.watchProgressNotifyInterval,
+		MaxRequestBytes:        r.maxRequestBytes + grpcOverheadBytes,
+		Header:                 r.header,
+		Logger:                 r.node.lg,
+	}))
 	pb.RegisterLeaseServer(s, &leaseServer{r: r})
 	adminpb.RegisterAdminServer(s, &adminServer{r: r})
 	hs := health.NewServer()

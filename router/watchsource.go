@@ -31,6 +31,10 @@ func (w WatchSource) Revs() (int64, int64) {
 	return visible, v.CompactRev
 }
 
+// Current is the oracle's revision: every acknowledged write is at or
+// below it.
+func (w WatchSource) Current() int64 { return w.n.oracle.View().Rev }
+
 func (w WatchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
 
 func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {

@@ -376,6 +376,7 @@ func (r *Router) writePlan(w *txnWork, plan *kvrules.Plan, dels []*pb.DeleteRang
 // the caller's deferred releaseLatched drops whatever is still held.
 func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideRequest) (int64, map[uint64]map[int32]shard.OpResult, error) {
 	d.Txn = w.txn
+	d.Speculative = r.node.speculative
 	var commits []<-chan error
 	for _, sw := range w.shards {
 		if !sw.writes {
@@ -383,8 +384,12 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 		}
 		d.Ranges = append(d.Ranges, sw.desc.Id)
 		var c <-chan error
-		c, sw.applied = sw.s.Propose(w.txn, sw.ops)
+		c, sw.applied = sw.s.Propose(w.txn, sw.ops, d.Speculative)
 		commits = append(commits, c)
+	}
+	if d.Speculative {
+		// The log store writes the decision no earlier than the intents.
+		commits = nil
 	}
 	for _, c := range commits {
 		var err error

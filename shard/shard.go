@@ -169,10 +169,15 @@ func (s *Shard) Latch(ctx context.Context, req *LatchRequest) (*LatchResult, err
 // Propose makes the latched request's ops on this shard an intent. The
 // returned channel yields once, when the intent is committed (nil) or
 // failed; applied later yields the outcome once decided.
-func (s *Shard) Propose(txn uint64, ops []*raftcmdpb.Op) (committed <-chan error, applied <-chan Applied) {
+//
+// A speculative intent is one the router asks the oracle to decide without
+// waiting for it to commit: its log write then provides the transaction,
+// so the decision's write (which requires it) is never durable first. Only
+// for groups whose commit is their local write (a single voter).
+func (s *Shard) Propose(txn uint64, ops []*raftcmdpb.Op, speculative bool) (committed <-chan error, applied <-chan Applied) {
 	c := make(chan error, 1)
 	a := make(chan Applied, 1)
-	s.root.Send(s.pid, &proposeMsg{txn: txn, ops: ops, committed: c, applied: a})
+	s.root.Send(s.pid, &proposeMsg{txn: txn, ops: ops, spec: speculative, committed: c, applied: a})
 	return c, a
 }
 
@@ -244,6 +249,7 @@ type latchReply struct {
 type proposeMsg struct {
 	txn       uint64
 	ops       []*raftcmdpb.Op
+	spec      bool
 	committed chan error
 	applied   chan Applied
 }
@@ -624,12 +630,22 @@ func (a *shardActor) flushProposals() {
 	if err == nil {
 		err = a.group.Propose(data)
 	}
+	var provides []uint64
 	for _, p := range a.proposals {
 		if err != nil {
+			if p.spec {
+				a.cfg.Logs.Abandon(p.txn)
+			}
 			p.committed <- err
 			continue
 		}
+		if p.spec {
+			provides = append(provides, p.txn)
+		}
 		a.waiting[p.txn] = p
+	}
+	if len(provides) > 0 {
+		a.group.Tag(provides, nil)
 	}
 	a.proposals = a.proposals[:0]
 }

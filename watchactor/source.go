@@ -13,6 +13,11 @@ type Source interface {
 	// write at or below R is applied on every range and so readable with
 	// Changes — and etcd's compact revision (-1 before any compaction).
 	Revs() (visible, compacted int64)
+	// Current returns the store's current revision as a Range would
+	// report it: every write acknowledged so far is at or below it. A
+	// watch from revision 0 starts after it, and headers of created and
+	// canceled responses carry it.
+	Current() int64
 	// Advanced returns a channel closed the next time the visible
 	// revision may have moved (the caller then calls Revs again).
 	Advanced() <-chan struct{}

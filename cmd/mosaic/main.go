@@ -98,6 +98,8 @@ func serve(cfg *config, lg *zap.Logger) error {
 		PeerURLs:          urlStrings(cfg.InitialAdvertisePeerURLs),
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
+
+		WatchProgressNotifyInterval: cfg.WatchProgressNotifyInterval,
 	})
 	if err != nil {
 		return err
