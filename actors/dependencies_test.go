@@ -1,0 +1,91 @@
+package actors
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+func entryAt(i uint64) []*raftpb.Entry {
+	return []*raftpb.Entry{{Index: proto.Uint64(i), Term: proto.Uint64(1), Data: []byte("x")}}
+}
+
+// TestRequiredWriteWaitsForItsProvider: a write that requires a transaction
+// is not made durable until the write that provides it is, and an abandoned
+// transaction fails the writes that wait for it.
+func TestRequiredWriteWaitsForItsProvider(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenLogStore(dir, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := make(chan error, 1)
+	s.Submit(&LogWrite{Group: 0, Entries: entryAt(1), Requires: []uint64{7}, Done: func(err error) { decided <- err }})
+	// Unrelated writes go through while the decision waits.
+	other := make(chan error, 1)
+	s.Submit(&LogWrite{Group: 2, Entries: entryAt(1), Done: func(err error) { other <- err }})
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-decided:
+		t.Fatalf("decision written before its intent (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	intent := make(chan error, 1)
+	s.Submit(&LogWrite{Group: 1, Entries: entryAt(1), Provides: []uint64{7}, Done: func(err error) { intent <- err }})
+	if err := <-intent; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-decided; err != nil {
+		t.Fatal(err)
+	}
+
+	// An abandoned transaction fails its dependants instead of stalling them.
+	doomed := make(chan error, 1)
+	s.Submit(&LogWrite{Group: 0, Entries: entryAt(2), Requires: []uint64{8}, Done: func(err error) { doomed <- err }})
+	s.Abandon(8)
+	if err := <-doomed; !errors.Is(err, errAbandoned) {
+		t.Fatalf("want errAbandoned, got %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both the intent and the decision are in the log after a reopen, and
+	// the failed write is not.
+	s, err = OpenLogStore(dir, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for group, want := range map[uint64]int{0: 1, 1: 1, 2: 1} {
+		gl, err := s.Load(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gl.Entries) != want {
+			t.Fatalf("group %d has %d entries after reopen, want %d", group, len(gl.Entries), want)
+		}
+	}
+}
+
+// TestProviderAndRequirerShareARecord: queued together, an intent and the
+// decision that requires it are committed by one fdatasync.
+func TestProviderAndRequirerShareARecord(t *testing.T) {
+	d := newDependencies()
+	req := &LogWrite{Group: 0, Requires: []uint64{5}}
+	prov := &LogWrite{Group: 1, Provides: []uint64{5}}
+	got := d.ready([]*LogWrite{req, prov}, nil)
+	if len(got) != 2 || len(d.waiting) != 0 {
+		t.Fatalf("ready %d, waiting %d; want both ready together", len(got), len(d.waiting))
+	}
+	d.committed(got, []error{nil, nil})
+	if len(d.provided) != 0 {
+		t.Fatalf("provided set not consumed: %v", d.provided)
+	}
+}
