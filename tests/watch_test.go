@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	gocmp "github.com/google/go-cmp/cmp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -43,7 +45,7 @@ type rawStream struct {
 func openRaw(t *testing.T, c *clientv3.Client) *rawStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ws, err := pb.NewWatchClient(c.ActiveConnection()).Watch(ctx)
+	ws, err := pb.NewWatchClient(c.ActiveConnection()).Watch(ctx, grpc.MaxCallRecvMsgSize(math.MaxInt32))
 	if err != nil {
 		cancel()
 		t.Fatalf("open watch stream: %v", err)
