@@ -1,6 +1,15 @@
 package actors
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
+
+// lingerFor is how long a write that provides transactions waits for the
+// writes that require them, so that both share one record (one fdatasync)
+// instead of taking two in a row. It only delays a write whose requirer
+// is not yet queued; under load requirers are usually already waiting.
+const lingerFor = 500 * time.Microsecond
 
 var (
 	errLogStoreClosed = errors.New("raft log store closed before a write's dependencies were written")
@@ -19,6 +28,21 @@ type dependencies struct {
 	provided  map[uint64]bool // provided and not yet required
 	abandoned map[uint64]bool
 	waiting   []*LogWrite
+	// lingering are providers held back for their requirers, until
+	// lingerUntil at the latest.
+	lingering   []*LogWrite
+	lingerUntil time.Time
+}
+
+// holding reports whether writes are held back.
+func (d *dependencies) holding() bool { return len(d.waiting) > 0 || len(d.lingering) > 0 }
+
+// lingerLeft is how long lingering writes may still wait, if any linger.
+func (d *dependencies) lingerLeft(now time.Time) (time.Duration, bool) {
+	if len(d.lingering) == 0 {
+		return 0, false
+	}
+	return max(d.lingerUntil.Sub(now), 0), true
 }
 
 func newDependencies() *dependencies {
@@ -29,9 +53,23 @@ func newDependencies() *dependencies {
 // may be committed now, in order, and keeps the others waiting. Abandon
 // markers are consumed here; writes that require an abandoned transaction
 // fail at once.
-func (d *dependencies) ready(queued, out []*LogWrite) []*LogWrite {
-	all := append(d.waiting, queued...)
-	d.waiting = nil
+//
+// A write that provides transactions no queued or waiting write requires
+// yet lingers (until lingerFor after it first lingered, or flush), so that
+// its requirer can join its record.
+func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool) []*LogWrite {
+	if len(d.lingering) == 0 {
+		d.lingerUntil = now.Add(lingerFor) // for writes that start lingering now
+	}
+	all := append(append(d.waiting, d.lingering...), queued...)
+	d.waiting, d.lingering = nil, nil
+	required := map[uint64]bool{}
+	for _, w := range all {
+		for _, t := range w.Requires {
+			required[t] = true
+		}
+	}
+	expired := flush || !now.Before(d.lingerUntil)
 	avail := func(txn uint64) bool { return d.provided[txn] }
 	inBatch := map[uint64]bool{}
 	for _, w := range all {
@@ -60,13 +98,26 @@ func (d *dependencies) ready(queued, out []*LogWrite) []*LogWrite {
 			if w.Done != nil {
 				w.Done(errAbandoned)
 			}
-		case ok:
-			out = append(out, w)
-		default:
+		case !ok:
 			d.waiting = append(d.waiting, w)
+		case !expired && awaited(w.Provides, required):
+			d.lingering = append(d.lingering, w)
+		default:
+			out = append(out, w)
 		}
 	}
 	return out
+}
+
+// awaited reports whether a provider's transactions are not all required
+// by a write at hand yet (so their requirer is still on its way).
+func awaited(provides []uint64, required map[uint64]bool) bool {
+	for _, t := range provides {
+		if !required[t] {
+			return true
+		}
+	}
+	return false
 }
 
 // committed records what a committed batch provided and consumed.
@@ -92,6 +143,8 @@ func (d *dependencies) committed(batch []*LogWrite, errs []error) {
 
 // failWaiting fails the writes still held back.
 func (d *dependencies) failWaiting(err error) {
+	d.waiting = append(d.waiting, d.lingering...)
+	d.lingering = nil
 	for _, w := range d.waiting {
 		if w.Done != nil {
 			w.Done(err)

@@ -80,12 +80,41 @@ func TestProviderAndRequirerShareARecord(t *testing.T) {
 	d := newDependencies()
 	req := &LogWrite{Group: 0, Requires: []uint64{5}}
 	prov := &LogWrite{Group: 1, Provides: []uint64{5}}
-	got := d.ready([]*LogWrite{req, prov}, nil)
+	got := d.ready([]*LogWrite{req, prov}, nil, time.Now(), false)
 	if len(got) != 2 || len(d.waiting) != 0 {
 		t.Fatalf("ready %d, waiting %d; want both ready together", len(got), len(d.waiting))
 	}
 	d.committed(got, []error{nil, nil})
 	if len(d.provided) != 0 {
 		t.Fatalf("provided set not consumed: %v", d.provided)
+	}
+}
+
+// TestProviderLingersForItsRequirer: an intent whose decision is not yet
+// queued is held back briefly, so the two share a record; past the linger
+// time it goes alone.
+func TestProviderLingersForItsRequirer(t *testing.T) {
+	d := newDependencies()
+	now := time.Now()
+	prov := &LogWrite{Group: 1, Provides: []uint64{9}}
+	if got := d.ready([]*LogWrite{prov}, nil, now, false); len(got) != 0 {
+		t.Fatalf("provider went alone at once: %d ready", len(got))
+	}
+	if left, ok := d.lingerLeft(now); !ok || left <= 0 || left > lingerFor {
+		t.Fatalf("linger left %v, %v", left, ok)
+	}
+	req := &LogWrite{Group: 0, Requires: []uint64{9}}
+	got := d.ready([]*LogWrite{req}, nil, now.Add(lingerFor/2), false)
+	if len(got) != 2 {
+		t.Fatalf("requirer arrived: want both ready together, got %d", len(got))
+	}
+	d.committed(got, []error{nil, nil})
+
+	lone := &LogWrite{Group: 1, Provides: []uint64{10}}
+	if got := d.ready([]*LogWrite{lone}, nil, now, false); len(got) != 0 {
+		t.Fatal("provider went alone at once")
+	}
+	if got := d.ready(nil, nil, now.Add(2*lingerFor), false); len(got) != 1 {
+		t.Fatalf("provider must go alone once its linger expired, got %d", len(got))
 	}
 }

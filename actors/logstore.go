@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/mosaic-kv/mosaic/proto/walpb"
 	"go.etcd.io/raft/v3/raftpb"
@@ -355,13 +356,34 @@ func (s *LogStore) writer() {
 	var errs []error
 	deps := newDependencies()
 	defer func() { deps.failWaiting(errLogStoreClosed) }()
-	for w := range s.reqs {
-		queued = append(queued[:0], w)
+	linger := time.NewTimer(time.Hour)
+	defer linger.Stop()
+	for open := true; open || deps.holding(); {
+		queued = queued[:0]
+		// Wait for a write, or for held writes to stop lingering.
+		if wait, ok := deps.lingerLeft(time.Now()); ok && open {
+			linger.Reset(wait)
+			select {
+			case w, more := <-s.reqs:
+				if more {
+					queued = append(queued, w)
+				}
+				open = more
+			case <-linger.C:
+			}
+		} else if open {
+			w, more := <-s.reqs
+			if more {
+				queued = append(queued, w)
+			}
+			open = more
+		}
 	drain:
-		for {
+		for open {
 			select {
 			case w2, ok := <-s.reqs:
 				if !ok {
+					open = false
 					break drain
 				}
 				queued = append(queued, w2)
@@ -369,8 +391,11 @@ func (s *LogStore) writer() {
 				break drain
 			}
 		}
-		batch = deps.ready(queued, batch[:0])
+		batch = deps.ready(queued, batch[:0], time.Now(), !open)
 		if len(batch) == 0 {
+			if !open && !deps.holding() {
+				return
+			}
 			continue
 		}
 		errs = slices.Grow(errs[:0], len(batch))[:len(batch)]
