@@ -26,6 +26,7 @@ type RaftGroup struct {
 	ls    *LogStore
 	lg    *zap.Logger
 	onDur func(error) // tells the owning actor that the in-flight Ready is durable
+	send  func([]*raftpb.Message)
 
 	inflight *raft.Ready
 	prevHS   *raftpb.HardState
@@ -47,6 +48,12 @@ type GroupConfig struct {
 	// Durable is called from the log writer goroutine when a submitted Ready
 	// is durable; the owner must then call Persisted from its own Receive.
 	Durable func(error)
+	// Peers are the voters of a group created here (nil: this node alone).
+	// Every replica of a new group must be given the same set.
+	Peers []uint64
+	// Send delivers messages to other replicas (the node's transport). Nil
+	// for a group with one voter, which sends nothing.
+	Send func(msgs []*raftpb.Message)
 }
 
 // OpenRaftGroup loads the group's log, or creates a single-voter group with
@@ -58,12 +65,16 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	}
 	ms := raft.NewMemoryStorage()
 	if gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0 {
-		// A new group starts from a snapshot at index 1 naming its voter, so
-		// no bootstrap entries are needed.
+		// A new group starts from a snapshot at index 1 naming its voters,
+		// so no bootstrap entries are needed and every replica starts equal.
+		voters := c.Peers
+		if len(voters) == 0 {
+			voters = []uint64{c.NodeID}
+		}
 		gl.Snap = &raftpb.SnapshotMetadata{
 			Index:     proto.Uint64(1),
 			Term:      proto.Uint64(1),
-			ConfState: &raftpb.ConfState{Voters: []uint64{c.NodeID}},
+			ConfState: &raftpb.ConfState{Voters: append([]uint64(nil), voters...)},
 		}
 		gl.State = &raftpb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(1)}
 		done := make(chan error, 1)
@@ -106,12 +117,24 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, prevHS: hs, applied: applied}
+	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, send: c.Send, prevHS: hs, applied: applied}
 	return g, nil
 }
 
-// Campaign makes a single-voter group elect itself at once.
+// Campaign starts an election at once (a single-voter group elects itself).
 func (g *RaftGroup) Campaign() error { return g.rn.Campaign() }
+
+// Step hands the group a message from another replica.
+func (g *RaftGroup) Step(m *raftpb.Message) error { return g.rn.Step(m) }
+
+// Tick advances the group's logical clock by one heartbeat interval.
+func (g *RaftGroup) Tick() { g.rn.Tick() }
+
+// Lead is the current leader's id, 0 if none is known.
+func (g *RaftGroup) Lead() uint64 { return g.rn.Status().Lead }
+
+// ReportUnreachable tells Raft that a message to a replica was dropped.
+func (g *RaftGroup) ReportUnreachable(id uint64) { g.rn.ReportUnreachable(id) }
 
 // Propose proposes data; it is appended to the log on the next Drive.
 func (g *RaftGroup) Propose(data []byte) error { return g.rn.Propose(data) }
@@ -179,10 +202,16 @@ func (g *RaftGroup) Persisted(apply func([]*raftpb.Entry)) error {
 	return nil
 }
 
+// finish completes a Ready whose writes are durable: messages go out only
+// now, so no vote or acknowledgement is ever sent for state that a crash
+// could still lose.
 func (g *RaftGroup) finish(rd *raft.Ready, apply func([]*raftpb.Entry)) {
 	if rd.HardState != nil {
 		_ = g.ms.SetHardState(rd.HardState)
 		g.prevHS = rd.HardState
+	}
+	if len(rd.Messages) > 0 && g.send != nil {
+		g.send(rd.Messages)
 	}
 	if n := len(rd.CommittedEntries); n > 0 {
 		apply(rd.CommittedEntries)
