@@ -31,9 +31,8 @@ type View struct {
 	MemberID   uint64
 	Term       uint64
 	Applied    uint64
-	// Leases is the granted leases by id. It is shared between views and
-	// must not be modified.
-	Leases map[int64]*raftcmdpb.Lease
+	// Leases is the granted leases (immutable, shared between views).
+	Leases *LeaseSet
 }
 
 // RangeFor returns the range holding key.
@@ -290,8 +289,8 @@ type oracleActor struct {
 	compacters []*compactMsg
 	splitters  []*splitMsg
 	leasers    []*leaseMsg
-	// leasesChanged makes the next published view copy the lease table.
-	leasesChanged bool
+	// leaseChanges are the leases changed since the last published view.
+	leaseChanges map[int64]struct{}
 
 	// dirty holds the fates decided since the last save, gone the pruned
 	// ones still stored; saved is the applied index of the last save.
@@ -499,8 +498,11 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 		}
 		fx := a.state.Apply(e.GetIndex(), cmd)
 		fx.checkpointed = len(cmd.Checkpoints) > 0
-		if fx.LeasesChanged || fx.checkpointed {
-			a.leasesChanged = true
+		for _, id := range fx.LeaseIDs {
+			if a.leaseChanges == nil {
+				a.leaseChanges = map[int64]struct{}{}
+			}
+			a.leaseChanges[id] = struct{}{}
 		}
 		if len(cmd.Decisions) > 0 {
 			a.proposing = false
@@ -616,15 +618,12 @@ func (a *oracleActor) publish() {
 		Applied:    pb.AppliedIndex,
 	}
 	copy(v.Ranges, pb.Ranges)
-	if prev := a.handle.view.Load(); prev != nil && !a.leasesChanged {
-		v.Leases = prev.Leases
+	if prev := a.handle.view.Load(); prev != nil {
+		v.Leases = prev.Leases.with(a.leaseChanges, pb.Leases)
 	} else {
-		v.Leases = make(map[int64]*raftcmdpb.Lease, len(pb.Leases))
-		for id, l := range pb.Leases {
-			v.Leases[id] = proto.Clone(l).(*raftcmdpb.Lease)
-		}
-		a.leasesChanged = false
+		v.Leases = newLeaseSet(pb.Leases)
 	}
+	a.leaseChanges = nil
 	for k, r := range pb.LastRev {
 		v.LastRev[k] = r
 	}

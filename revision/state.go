@@ -45,6 +45,9 @@ type Effects struct {
 	CompactErr    error
 	Split         *SplitResult
 	SplitErr      error
+
+	// LeaseIDs are the leases granted, revoked or checkpointed.
+	LeaseIDs []int64
 }
 
 // SplitResult names the two ranges a split produced.
@@ -136,6 +139,7 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 		if d.RevokeLease != 0 {
 			delete(s.pb.Leases, d.RevokeLease)
 			fx.LeasesChanged = true
+			fx.LeaseIDs = append(fx.LeaseIDs, d.RevokeLease)
 		}
 		s.pb.Revision++
 		rev := s.pb.Revision
@@ -169,6 +173,7 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 			s.pb.Leases[g.Id] = g
 			fx.Granted = g
 			fx.LeasesChanged = true
+			fx.LeaseIDs = append(fx.LeaseIDs, g.Id)
 		}
 	}
 	for _, id := range cmd.RevokeLeases {
@@ -179,10 +184,13 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 		delete(s.pb.Leases, id)
 		fx.RevokeErrs = append(fx.RevokeErrs, nil)
 		fx.LeasesChanged = true
+		fx.LeaseIDs = append(fx.LeaseIDs, id)
 	}
 	for _, c := range cmd.Checkpoints {
-		if l, ok := s.pb.Leases[c.Id]; ok {
-			l.Remaining = c.Remaining
+		// Replaced, not modified: published views share lease messages.
+		if l, ok := s.pb.Leases[c.Id]; ok && l.Remaining != c.Remaining {
+			s.pb.Leases[c.Id] = &raftcmdpb.Lease{Id: l.Id, Ttl: l.Ttl, Remaining: c.Remaining}
+			fx.LeaseIDs = append(fx.LeaseIDs, c.Id)
 		}
 	}
 	s.pb.AppliedIndex = index

@@ -43,13 +43,31 @@ func (s *leaseServer) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLi
 	return s.r.LeaseTimeToLive(ctx, req)
 }
 
+// LeaseLeases lists the leases soonest to expire first, as etcd's lessor
+// does (a lease the lease actor does not track yet sorts last).
 func (s *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	v := s.r.node.oracle.View()
-	resp := &pb.LeaseLeasesResponse{Header: s.r.header(v.Rev), Leases: make([]*pb.LeaseStatus, 0, len(v.Leases))}
-	for id := range v.Leases {
-		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: id})
+	expiries, err := s.r.lessor.Expiries(ctx)
+	if err != nil {
+		return nil, toGRPC(err)
 	}
-	sort.Slice(resp.Leases, func(i, j int) bool { return resp.Leases[i].ID < resp.Leases[j].ID })
+	v := s.r.node.oracle.View()
+	all := v.Leases.All()
+	resp := &pb.LeaseLeasesResponse{Header: s.r.header(v.Rev), Leases: make([]*pb.LeaseStatus, 0, len(all))}
+	for _, l := range all {
+		resp.Leases = append(resp.Leases, &pb.LeaseStatus{ID: l.Id})
+	}
+	expiry := func(id int64) (time.Time, bool) { t, ok := expiries[id]; return t, ok }
+	sort.Slice(resp.Leases, func(i, j int) bool {
+		a, aok := expiry(resp.Leases[i].ID)
+		b, bok := expiry(resp.Leases[j].ID)
+		switch {
+		case aok && bok && !a.Equal(b):
+			return a.Before(b)
+		case aok != bok:
+			return aok
+		}
+		return resp.Leases[i].ID < resp.Leases[j].ID
+	})
 	return resp, nil
 }
 
@@ -86,7 +104,7 @@ func (r *Router) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb
 	id := req.ID
 	for id == 0 {
 		id = rand.Int64() // positive, like etcd's generated ids
-		if _, taken := r.node.oracle.View().Leases[id]; taken {
+		if r.node.oracle.View().Leases.Has(id) {
 			id = 0
 		}
 	}
@@ -94,7 +112,11 @@ func (r *Router) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb
 		return nil, rpctypes.ErrGRPCLeaseTTLTooLarge
 	}
 	ttl := max(req.TTL, r.minLeaseTTL)
-	err := r.node.oracle.Grant(ctx, &raftcmdpb.Lease{Id: id, Ttl: ttl})
+	// Not the client's context: a grant applied after the client gave up
+	// must still be tracked (and expire).
+	cctx, cancel := context.WithTimeout(context.Background(), applyTimeout)
+	defer cancel()
+	err := r.node.oracle.Grant(cctx, &raftcmdpb.Lease{Id: id, Ttl: ttl})
 	if errors.Is(err, revision.ErrLeaseExists) {
 		return nil, rpctypes.ErrGRPCLeaseExist
 	}
@@ -109,7 +131,7 @@ func (r *Router) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb
 // when asked; TTL -1 for a lease that does not exist.
 func (r *Router) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
 	v := r.node.oracle.View()
-	l, ok := v.Leases[req.ID]
+	l, ok := v.Leases.Get(req.ID)
 	if !ok {
 		return &pb.LeaseTimeToLiveResponse{Header: r.header(v.Rev), ID: req.ID, TTL: -1}, nil
 	}
@@ -156,7 +178,7 @@ func (r *Router) RevokeLease(ctx context.Context, id int64) (int64, error) {
 
 func (r *Router) revokeOnce(ctx context.Context, id int64) (int64, error) {
 	view := r.node.oracle.View()
-	if _, ok := view.Leases[id]; !ok {
+	if !view.Leases.Has(id) {
 		return 0, rpctypes.ErrGRPCLeaseNotFound
 	}
 	w := &txnWork{txn: r.ids.id(), view: view}

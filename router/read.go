@@ -64,6 +64,7 @@ func New(n *Node, o Options) (*Router, error) {
 		},
 		Checkpoint:         n.oracle.CheckpointLeases,
 		CheckpointInterval: o.LeaseCheckpointInterval,
+		Extend:             o.ElectionTimeout, // etcd's Promote(ElectionTimeout)
 		Logger:             n.lg,
 	}, n.oracle.View().Leases)
 	if err != nil {

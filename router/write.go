@@ -197,7 +197,7 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 	st := kvrules.State{
 		CurrentRev: view.Rev, CompactRev: view.CompactRev,
 		KeyExists:   func(k []byte) bool { return exists[string(k)] },
-		LeaseExists: func(id int64) bool { _, ok := view.Leases[id]; return ok },
+		LeaseExists: view.Leases.Has,
 	}
 	if err := plan.Check(st); err != nil {
 		return nil, err

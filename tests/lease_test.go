@@ -67,13 +67,7 @@ func TestKVWithLeases(t *testing.T) {
 		}
 	}
 	d.Check("txn put with lease", txnOp(&pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("l4"), Value: []byte("t"), Lease: 200}}}}})).WantOK(t)
-	d.Check("time to live with keys", leaseOp(func(ctx context.Context, l pb.LeaseClient) (any, error) {
-		r, err := l.LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: 100, Keys: true})
-		if r != nil {
-			r.TTL = 0 // counts down independently on each server
-		}
-		return r, err
-	})).WantOK(t)
+	checkTTL(t, d, "time to live with keys", timeToLiveOp(100, true))
 	d.Check("revoke 100", leaseOp(func(ctx context.Context, l pb.LeaseClient) (any, error) {
 		return l.LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: 100})
 	})).WantOK(t)
