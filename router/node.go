@@ -33,6 +33,9 @@ type NodeConfig struct {
 	// NoSpeculation makes every write wait for its intents to commit
 	// before asking for its revision (two log writes instead of one).
 	NoSpeculation bool
+	// ClusterID and MemberID name a new store (see InitialCluster); random
+	// if zero. A store keeps the ids it was created with.
+	ClusterID, MemberID uint64
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -89,7 +92,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	n.oracle, err = revision.Start(n.sys, revision.Config{
 		NodeID: nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
 		Notify:    n.deliver,
-		ClusterID: randomID(), MemberID: randomID(),
+		ClusterID: orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
 	})
 	if err != nil {
 		n.Close()
@@ -155,6 +158,13 @@ func wait(ctx context.Context, ch <-chan struct{}) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func orRandom(id uint64) uint64 {
+	if id != 0 {
+		return id
+	}
+	return randomID()
 }
 
 func randomID() uint64 {

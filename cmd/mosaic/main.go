@@ -83,7 +83,26 @@ func newLogger(cfg *config) (*zap.Logger, error) {
 
 func serve(cfg *config, lg *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg})
+	members, err := cfg.initialClusterMembers()
+	if err != nil {
+		cancel()
+		return err
+	}
+	initial, clusterID, err := router.InitialCluster(members, cfg.InitialClusterToken)
+	if err != nil {
+		cancel()
+		return err
+	}
+	var memberID uint64
+	for _, m := range initial {
+		if m.Name == cfg.Name {
+			memberID = m.ID
+		}
+	}
+	if len(initial) > 1 {
+		lg.Warn("--initial-cluster names several members: Mosaic runs them as one single-node store each until replication lands (issue 4)")
+	}
+	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg, ClusterID: clusterID, MemberID: memberID})
 	cancel()
 	if err != nil {
 		return err
