@@ -181,3 +181,18 @@ func TestAggregateMedians(t *testing.T) {
 		t.Errorf("err %q rounds %d", w.Err, len(agg.Rounds))
 	}
 }
+
+func TestFatalLine(t *testing.T) {
+	log := t.TempDir() + "/s.log"
+	content := `{"level":"info","msg":"ready to serve client requests"}
+{"level":"fatal","ts":"x","caller":"revision/oracle.go:361","msg":"persisting state failed","error":"too big","stacktrace":"a\nb"}
+`
+	if err := os.WriteFile(log, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{LogPath: log}
+	want := `{"level":"fatal","ts":"x","caller":"revision/oracle.go:361","msg":"persisting state failed","error":"too big"}`
+	if got := s.FatalLine(); got != want {
+		t.Errorf("FatalLine = %q", got)
+	}
+}

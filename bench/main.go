@@ -157,6 +157,7 @@ func run(cfg *Config) error {
 	needMosaic := contains(cfg.Targets, "mosaic-1") || contains(cfg.Targets, "mosaic-8")
 	b := &builder{log: logf}
 	started := time.Now()
+	rev := mosaicRev(cfg.Repo) // just before building it
 	bins, err := BuildAll(ctx, b, cfg, filepath.Join(work, "bin"), contains(cfg.Targets, "etcd"), needMosaic)
 	if err != nil {
 		return err
@@ -166,9 +167,9 @@ func run(cfg *Config) error {
 	rep := &Report{
 		Config:     cfg,
 		Started:    started,
-		Machine:    machineInfo(),
+		Machine:    machineInfo(rev),
 		BuildCmds:  b.commands,
-		Invocation: "go run ./bench " + strings.Join(os.Args[1:], " "),
+		Invocation: strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " ")),
 	}
 	// Rounds interleave the targets (etcd, mosaic-1, mosaic-8, etcd, ...) so
 	// that background load on the machine hits them alike; the report shows
@@ -266,11 +267,24 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 		tr.Workloads = append(tr.Workloads, wr)
 		logf("%s: %s: %s", tr.Name, w.Name, wr.Cmd)
 		t0 := time.Now()
-		stdout, stderr, err := runBounded(ctx, cfg.WorkloadTimeout, bins.Benchmark, args...)
+		// A server that dies mid-workload ends the workload at once (the
+		// tool would otherwise retry until the timeout).
+		wctx, wcancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-srv.exited:
+				wcancel()
+			case <-wctx.Done():
+			}
+		}()
+		stdout, stderr, err := runBounded(wctx, cfg.WorkloadTimeout, bins.Benchmark, args...)
+		wcancel()
 		wr.Wall = time.Since(t0)
 		_ = os.WriteFile(filepath.Join(work, tr.Name+"-"+w.Name+".out"), []byte(stdout+"\n--- stderr ---\n"+stderr), 0o644)
 		res, perr := ParseBenchmarkOutput(stdout)
 		switch {
+		case err != nil && !srv.Alive():
+			wr.Err = "server exited mid-workload; benchmark killed"
 		case err != nil:
 			wr.Err = err.Error()
 			if perr == nil {
@@ -294,6 +308,9 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 		if !srv.Alive() {
 			_, exitErr := srv.Exited()
 			tr.Err = fmt.Sprintf("server exited during %s (%v)", w.Name, exitErr)
+			if l := srv.FatalLine(); l != "" {
+				tr.Err += ": " + l
+			}
 			logf("%s: %s; log tail:\n%s", tr.Name, tr.Err, srv.LogTail(30))
 			return
 		}
@@ -396,6 +413,7 @@ func findRepo() (string, error) {
 
 // Machine describes where the numbers were measured.
 type Machine struct {
+	MosaicRev string // commit of the repository the Mosaic binaries were built from
 	NProc     int
 	CPU       string
 	GoVersion string
@@ -403,8 +421,8 @@ type Machine struct {
 	MemTotal  string
 }
 
-func machineInfo() Machine {
-	m := Machine{NProc: runtime.NumCPU()}
+func machineInfo(mosaicRev string) Machine {
+	m := Machine{NProc: runtime.NumCPU(), MosaicRev: mosaicRev}
 	if out, err := exec.Command("nproc").Output(); err == nil {
 		fmt.Sscan(string(out), &m.NProc)
 	}
@@ -443,6 +461,25 @@ func loadAvg() string {
 		return "?"
 	}
 	return f[0]
+}
+
+// mosaicRev describes the source the Mosaic binaries were built from: the
+// commit, and how many files differed from it (the build uses the working
+// tree as it is).
+func mosaicRev(repo string) string {
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	rev := strings.TrimSpace(string(out))
+	st, err := exec.Command("git", "-C", repo, "status", "--porcelain").Output()
+	if err == nil {
+		if t := strings.TrimSpace(string(st)); t != "" {
+			n := len(strings.Split(t, "\n"))
+			rev += fmt.Sprintf(" plus uncommitted changes in the working tree (%d paths in git status)", n)
+		}
+	}
+	return rev
 }
 
 func contains(list []string, s string) bool {

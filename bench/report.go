@@ -14,6 +14,7 @@ type WorkloadResult struct {
 	Cmd      string
 	Result   *Result // nil if it produced no numbers
 	Err      string  // failure, timeout or failed requests
+	Note     string  // e.g. rounds in which it did not run
 	Wall     time.Duration
 }
 
@@ -66,9 +67,11 @@ func Aggregate(cfg *Config, rounds []*TargetResult) *TargetResult {
 		var res []*Result
 		var werrs []string
 		var wr *WorkloadResult
+		var missing []string
 		for _, r := range rounds {
 			x := r.workload(w.Name)
 			if x == nil {
+				missing = append(missing, fmt.Sprint(r.Round))
 				continue
 			}
 			if wr == nil {
@@ -86,6 +89,9 @@ func Aggregate(cfg *Config, rounds []*TargetResult) *TargetResult {
 			continue
 		}
 		wr.Err = strings.Join(werrs, "; ")
+		if len(missing) > 0 {
+			wr.Note = fmt.Sprintf("median of %d rounds (not run in round %s: the target stopped early)", len(rounds)-len(missing), strings.Join(missing, ", "))
+		}
 		if len(res) > 0 {
 			wr.Result = medianResult(res)
 		}
@@ -209,7 +215,8 @@ func (r *Report) rows() []row {
 			case wr == nil:
 				rw.note = "not run"
 			default:
-				rw.note = wr.Err
+				rw.note = strings.TrimPrefix(wr.Err+"; "+wr.Note, "; ")
+				rw.note = strings.TrimSuffix(rw.note, "; ")
 			}
 			if wr != nil && wr.Result != nil {
 				res := wr.Result
@@ -274,6 +281,19 @@ func (r *Report) verdict(g Goal, target string) string {
 	}
 }
 
+// busy reports whether any target started with a load average above nproc.
+func (r *Report) busy() bool {
+	for _, t := range r.Targets {
+		for _, f := range strings.Split(t.LoadBefore, ",") {
+			var l float64
+			if _, err := fmt.Sscan(strings.TrimSpace(f), &l); err == nil && r.Machine.NProc > 0 && l > float64(r.Machine.NProc) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Table is the plain-text table printed at the end of a run.
 func (r *Report) Table() string {
 	var sb strings.Builder
@@ -317,6 +337,9 @@ func (r *Report) Markdown() string {
 	p("- **Machine:** nproc=%d, %s, %s, RAM %s\n", r.Machine.NProc, r.Machine.CPU, r.Machine.Kernel, r.Machine.MemTotal)
 	p("- **Go:** %s\n", r.Machine.GoVersion)
 	p("- **etcd:** go.etcd.io/etcd/server/v3@%s; **benchmark tool:** go.etcd.io/etcd/v3/tools/benchmark@%s\n", c.EtcdVersion, c.BenchmarkVersion)
+	if r.Machine.MosaicRev != "" {
+		p("- **Mosaic:** built from %s\n", r.Machine.MosaicRev)
+	}
 	p("- **Setup:** every target is a fresh single-member server on loopback with a new data dir on the same disk, started with etcd's flags, benchmark tool on the same %d-core machine. Values %d bytes, keys %d bytes, random over --key-space-size=%d.\n\n", r.Machine.NProc, c.ValSize, c.KeySize, c.KeySpace)
 
 	p("## Results\n\n")
@@ -334,7 +357,11 @@ func (r *Report) Markdown() string {
 	for _, t := range r.Targets {
 		loads = append(loads, fmt.Sprintf("%s %s", r.title(t.Name), t.LoadBefore))
 	}
-	p("%s (on %d cores).\n\n", strings.Join(loads, "; "), r.Machine.NProc)
+	p("%s (on %d cores).", strings.Join(loads, "; "), r.Machine.NProc)
+	if r.busy() {
+		p(" **The machine was busy with other work during this run** (load above its core count), so absolute numbers are low and noisy; compare within the run only.")
+	}
+	p("\n\n")
 
 	p("## Targets from the issue\n\n")
 	var mosaics []*TargetResult

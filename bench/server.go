@@ -212,3 +212,26 @@ func runBounded(ctx context.Context, timeout time.Duration, name string, args ..
 	}
 	return o.String(), e.String(), err
 }
+
+// FatalLine returns the last log line that looks like the reason the
+// server died (a fatal log entry or a panic), shortened, or "".
+func (s *Server) FatalLine() string {
+	b, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := lines[i]
+		if strings.Contains(l, `"level":"fatal"`) || strings.Contains(l, `"level":"panic"`) || strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
+			if j := strings.Index(l, `,"stacktrace"`); j > 0 {
+				l = l[:j] + "}"
+			}
+			if len(l) > 400 {
+				l = l[:400] + "…"
+			}
+			return l
+		}
+	}
+	return ""
+}
