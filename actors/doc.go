@@ -1,6 +1,8 @@
 // Package actors owns what the actors of one node share: the Raft log store
-// (a segmented write-ahead log with group commit) and the Raft driver that
-// shard and oracle actors use to run their groups over it.
+// (a segmented write-ahead log with group commit), the Raft driver that
+// shard and oracle actors use to run their groups over it, and the
+// inter-node Raft transport (one gRPC stream per peer, messages of all
+// groups batched per destination; not yet wired into the server).
 //
 // Invariants kept here:
 //   - A Raft write (entries, HardState, snapshot metadata of one group) is
