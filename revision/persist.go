@@ -44,26 +44,54 @@ func (p *Persister) Load() (*raftcmdpb.OracleState, map[uint64]int64, error) {
 	return st, txns, err
 }
 
-// Save writes the state and the changed transaction fates atomically.
+// saveChunk bounds the fates written by one MVCC transaction: a checkpoint
+// after a busy interval carries tens of thousands, more than one badger
+// transaction takes.
+const saveChunk = 4096
+
+// Save writes the changed transaction fates, in bounded transactions, and
+// then the state. The state's applied index is what a restart replays the
+// log from, so it is written last: a crash part way leaves the old state,
+// and the replay re-derives every fate the lost part held (and forgotten
+// fates reappearing is harmless: they are pruned again).
 func (p *Persister) Save(st *raftcmdpb.OracleState, fates map[uint64]int64, forget []uint64) error {
 	b, err := proto.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return p.Store.Update(func(w *mvcc.Writer) error {
-		if err := w.SetMeta(stateKey, b); err != nil {
+	type op struct {
+		id  uint64
+		rev int64
+		del bool
+	}
+	ops := make([]op, 0, len(fates)+len(forget))
+	for id, rev := range fates {
+		ops = append(ops, op{id: id, rev: rev})
+	}
+	for _, id := range forget {
+		ops = append(ops, op{id: id, del: true})
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), saveChunk)
+		chunk := ops[:n]
+		ops = ops[n:]
+		err := p.Store.Update(func(w *mvcc.Writer) error {
+			for _, o := range chunk {
+				var err error
+				if o.del {
+					err = w.DeleteMeta(txnKey(o.id))
+				} else {
+					err = w.SetMeta(txnKey(o.id), binary.BigEndian.AppendUint64(nil, uint64(o.rev)))
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		for id, rev := range fates {
-			if err := w.SetMeta(txnKey(id), binary.BigEndian.AppendUint64(nil, uint64(rev))); err != nil {
-				return err
-			}
-		}
-		for _, id := range forget {
-			if err := w.DeleteMeta(txnKey(id)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return p.Store.Update(func(w *mvcc.Writer) error { return w.SetMeta(stateKey, b) })
 }
