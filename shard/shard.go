@@ -762,7 +762,118 @@ func (a *shardActor) inFlight(txn uint64) bool {
 
 // applyDecided applies decided intents, in the given (revision) order, in
 // one MVCC transaction together with the new applied state.
+//
+// One MVCC transaction holds a bounded amount of work (badger refuses
+// bigger ones): decisions are grouped up to applyBatchBytes of ops, and a
+// DeleteRange over more than bigDeleteKeys live keys first tombstones its
+// keys in chunks of transactions of their own, at the intent's revision,
+// before the transaction that finishes the intent and records the applied
+// revision. A crash part way is harmless: the intent is applied again
+// after the restart and a tombstoned key is no longer live, so the delete
+// continues where it stopped.
 func (a *shardActor) applyDecided(ds []revision.Decided) {
+	for len(ds) > 0 {
+		n, size := 0, 0
+		for n < len(ds) {
+			in := a.intents[ds[n].TxnID]
+			s := opsSize(in.ops)
+			if n > 0 && (size+s > applyBatchBytes || a.hasBigDelete(in)) {
+				break
+			}
+			size += s
+			n++
+			if a.hasBigDelete(in) {
+				break
+			}
+		}
+		pre := map[int32][]*mvccpb.KeyValue{}
+		if n == 1 {
+			pre = a.preDelete(ds[0].Rev, a.intents[ds[0].TxnID])
+		}
+		a.applyBatch(ds[:n], pre)
+		ds = ds[n:]
+	}
+}
+
+// applyBatchBytes bounds the ops applied in one MVCC transaction.
+const applyBatchBytes = 2 << 20
+
+// bigDeleteKeys: a DeleteRange over more live keys than this is applied in
+// chunks (each tombstone costs ~100 bytes of a transaction).
+const bigDeleteKeys = 20000
+
+func opsSize(ops []*raftcmdpb.Op) int {
+	n := 0
+	for _, op := range ops {
+		n += proto.Size(op)
+	}
+	return n
+}
+
+// hasBigDelete reports whether an intent deletes more than bigDeleteKeys
+// live keys in one op.
+func (a *shardActor) hasBigDelete(in *intent) bool {
+	for _, op := range in.ops {
+		if d := op.GetDelete(); d != nil && a.liveCount(d.Key, d.End, bigDeleteKeys+1) > bigDeleteKeys {
+			return true
+		}
+	}
+	return false
+}
+
+// liveCount counts live keys of a span, up to limit.
+func (a *shardActor) liveCount(key, end []byte, limit int64) int64 {
+	var n int64
+	_ = a.cfg.Store.View(func(r *mvcc.Reader) error {
+		res, err := r.Range(key, end, math.MaxInt64, mvcc.ReadOptions{Limit: limit, KeysOnly: true})
+		n = int64(len(res.KVs))
+		return err
+	})
+	return n
+}
+
+// preDelete tombstones, at rev, all but the last bigDeleteKeys live keys of
+// each big DeleteRange of the intent, in transactions of bigDeleteKeys
+// keys, and returns their previous values by op.
+func (a *shardActor) preDelete(rev int64, in *intent) map[int32][]*mvccpb.KeyValue {
+	pre := map[int32][]*mvccpb.KeyValue{}
+	for _, op := range in.ops {
+		d := op.GetDelete()
+		if d == nil {
+			continue
+		}
+		for a.liveCount(d.Key, d.End, bigDeleteKeys+1) > bigDeleteKeys {
+			var chunk []*mvccpb.KeyValue
+			err := a.cfg.Store.View(func(r *mvcc.Reader) error {
+				res, err := r.Range(d.Key, d.End, math.MaxInt64, mvcc.ReadOptions{Limit: bigDeleteKeys, KeysOnly: true})
+				chunk = res.KVs
+				return err
+			})
+			if err == nil {
+				// One span per chunk: [first, last+"\x00") holds exactly the
+				// chunk's live keys (one iterator, not one per key).
+				last := append(append([]byte(nil), chunk[len(chunk)-1].Key...), 0)
+				err = a.cfg.Store.Update(func(w *mvcc.Writer) error {
+					deleted, err := w.DeleteRange(rev, op.Sub, chunk[0].Key, last)
+					pre[op.Sub] = append(pre[op.Sub], deleted...)
+					return err
+				})
+			}
+			if err != nil {
+				a.lg.Fatal("shard: applying a large delete failed", zap.Error(err))
+			}
+			for _, kv := range chunk {
+				a.detachLease(kv.Lease, kv.Key)
+			}
+		}
+	}
+	return pre
+}
+
+// applyBatch applies decided intents, in revision order, in one MVCC
+// transaction together with the new applied state. pre holds the keys a
+// preDelete already removed for the first intent's ops, by sub.
+func (a *shardActor) applyBatch(ds []revision.Decided, pre map[int32][]*mvccpb.KeyValue) {
 	type done struct {
 		in  *intent
 		out Applied
@@ -779,6 +890,11 @@ func (a *shardActor) applyDecided(ds []revision.Decided) {
 			res, err := a.applyOps(w, d.Rev, in.ops)
 			if err != nil {
 				return err
+			}
+			for i := range res {
+				if p := pre[res[i].Sub]; len(p) > 0 && len(dones) == 0 {
+					res[i].Deleted = append(p, res[i].Deleted...)
+				}
 			}
 			rev = d.Rev
 			dones = append(dones, done{in: in, out: Applied{Rev: d.Rev, Results: res}})
