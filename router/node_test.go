@@ -201,3 +201,40 @@ func TestLargeDeleteRange(t *testing.T) {
 		t.Fatalf("history before the delete has %d keys, want %d", old.Count, keys)
 	}
 }
+
+// TestRevokeLeaseWithManyKeys: revoking a lease that holds more keys than
+// one MVCC transaction can delete takes one revision and deletes them all.
+func TestRevokeLeaseWithManyKeys(t *testing.T) {
+	_, r := openTestNode(t, t.TempDir())
+	ctx := context.Background()
+	l, err := r.LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keys = 45000
+	for i := 0; i < keys; i += 100 {
+		var ops []*pb.RequestOp
+		for j := i; j < i+100; j++ {
+			ops = append(ops, &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+				Key: []byte(fmt.Sprintf("lease/%06d", j)), Value: []byte("v"), Lease: l.ID}}})
+		}
+		if _, err := r.Txn(ctx, &pb.TxnRequest{Success: ops}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := r.Range(ctx, &pb.RangeRequest{Key: []byte("lease/"), RangeEnd: []byte("lease0"), CountOnly: true})
+	if err != nil || before.Count != keys {
+		t.Fatalf("before revoke: %v keys, err %v", before.GetCount(), err)
+	}
+	rev, err := r.RevokeLease(ctx, l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev != before.Header.Revision+1 {
+		t.Fatalf("revoke took revision %d, want %d", rev, before.Header.Revision+1)
+	}
+	after, err := r.Range(ctx, &pb.RangeRequest{Key: []byte("lease/"), RangeEnd: []byte("lease0"), CountOnly: true})
+	if err != nil || after.Count != 0 {
+		t.Fatalf("after revoke: %v keys, err %v", after.GetCount(), err)
+	}
+}

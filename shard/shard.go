@@ -811,8 +811,12 @@ func opsSize(ops []*raftcmdpb.Op) int {
 }
 
 // hasBigDelete reports whether an intent deletes more than bigDeleteKeys
-// live keys in one op.
+// live keys in one op, or has more than bigDeleteKeys delete ops (a lease
+// revoke deletes each key by its own op).
 func (a *shardActor) hasBigDelete(in *intent) bool {
+	if len(manyDeletes(in.ops)) > 0 {
+		return true
+	}
 	for _, op := range in.ops {
 		if d := op.GetDelete(); d != nil && a.liveCount(d.Key, d.End, bigDeleteKeys+1) > bigDeleteKeys {
 			return true
@@ -832,11 +836,56 @@ func (a *shardActor) liveCount(key, end []byte, limit int64) int64 {
 	return n
 }
 
-// preDelete tombstones, at rev, all but the last bigDeleteKeys live keys of
-// each big DeleteRange of the intent, in transactions of bigDeleteKeys
-// keys, and returns their previous values by op.
+// manyDeletes returns the delete ops of an intent that consists of more
+// than bigDeleteKeys of them and no range (so applying some deletes early
+// changes nothing another op could see), all but the last bigDeleteKeys.
+func manyDeletes(ops []*raftcmdpb.Op) []*raftcmdpb.Op {
+	var dels []*raftcmdpb.Op
+	for _, op := range ops {
+		switch {
+		case op.GetDelete() != nil:
+			dels = append(dels, op)
+		case op.GetRange() != nil:
+			return nil
+		}
+	}
+	if len(dels) <= bigDeleteKeys {
+		return nil
+	}
+	return dels[:len(dels)-bigDeleteKeys]
+}
+
+// preDelete tombstones, at rev, in transactions of bigDeleteKeys keys: all
+// but the last bigDeleteKeys live keys of each big DeleteRange of the
+// intent, and all but the last bigDeleteKeys of its many single deletes.
+// It returns their previous values by op.
 func (a *shardActor) preDelete(rev int64, in *intent) map[int32][]*mvccpb.KeyValue {
 	pre := map[int32][]*mvccpb.KeyValue{}
+	early := manyDeletes(in.ops)
+	for len(early) > 0 {
+		chunk := early[:min(len(early), bigDeleteKeys)]
+		early = early[len(chunk):]
+		var gone []*mvccpb.KeyValue
+		err := a.cfg.Store.Update(func(w *mvcc.Writer) error {
+			gone = gone[:0]
+			for _, op := range chunk {
+				d := op.GetDelete()
+				deleted, err := w.DeleteRange(rev, op.Sub, d.Key, d.End)
+				if err != nil {
+					return err
+				}
+				pre[op.Sub] = append(pre[op.Sub], deleted...)
+				gone = append(gone, deleted...)
+			}
+			return nil
+		})
+		if err != nil {
+			a.lg.Fatal("shard: applying a large delete failed", zap.Error(err))
+		}
+		for _, kv := range gone {
+			a.detachLease(kv.Lease, kv.Key)
+		}
+	}
 	for _, op := range in.ops {
 		d := op.GetDelete()
 		if d == nil {

@@ -203,11 +203,25 @@ func (w *Writer) DeleteRange(rev int64, sub int32, key, end []byte) ([]*mvccpb.K
 	if err := checkWrite(rev, sub); err != nil {
 		return nil, err
 	}
+	var deleted []*mvccpb.KeyValue
+	if len(end) == 0 {
+		// One key: look it up like Put does, without an iterator over the
+		// write transaction (whose pending writes badger sorts anew for
+		// every iterator, which makes many single-key deletes quadratic).
+		kv, err := w.Get(key, 0)
+		if err != nil || kv == nil {
+			return nil, err
+		}
+		if kv.ModRevision >= rev {
+			return nil, fmt.Errorf("%w: delete at %d, newest version of %q is %d", ErrRevision, rev, key, kv.ModRevision)
+		}
+		deleted = append(deleted, kv)
+		return deleted, w.tombstone(rev, sub, deleted)
+	}
 	lo, hi, ok := spanBounds(key, end)
 	if !ok {
 		return nil, nil
 	}
-	var deleted []*mvccpb.KeyValue
 	// Collect first, write after: the iterator must be closed before the txn grows.
 	err := w.scan(lo, hi, math.MaxInt64, func(prefix []byte, item *badger.Item) (bool, error) {
 		if r := dataRev(item.Key()); r >= rev {
@@ -223,17 +237,22 @@ func (w *Writer) DeleteRange(rev int64, sub int32, key, end []byte) ([]*mvccpb.K
 	if err != nil {
 		return nil, err
 	}
+	return deleted, w.tombstone(rev, sub, deleted)
+}
+
+// tombstone writes the deletion of each live key at (rev, sub).
+func (w *Writer) tombstone(rev int64, sub int32, deleted []*mvccpb.KeyValue) error {
 	tomb := encodeValue(valueHeader{flags: flagTombstone}, nil)
 	for _, kv := range deleted {
 		if err := w.set(dataKey(kv.Key, rev), tomb, metaTombstone); err != nil {
-			return nil, err
+			return err
 		}
 		if err := w.set(changeKey(rev, sub, kv.Key), changeValue(changeDelete, kv.ModRevision), 0); err != nil {
-			return nil, err
+			return err
 		}
 		w.record(kv.Key, pendingVersion{rev: rev})
 	}
-	return deleted, nil
+	return nil
 }
 
 // SetMeta stores the caller's value under key, atomically with the Update's data.
