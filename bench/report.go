@@ -90,7 +90,12 @@ func Aggregate(cfg *Config, rounds []*TargetResult) *TargetResult {
 		}
 		wr.Err = strings.Join(werrs, "; ")
 		if len(missing) > 0 {
-			wr.Note = fmt.Sprintf("median of %d rounds (not run in round %s: the target stopped early)", len(rounds)-len(missing), strings.Join(missing, ", "))
+			ran := len(rounds) - len(missing)
+			plural := "s"
+			if ran == 1 {
+				plural = ""
+			}
+			wr.Note = fmt.Sprintf("from %d round%s (not run in round %s: the target stopped early)", ran, plural, strings.Join(missing, ", "))
 		}
 		if len(res) > 0 {
 			wr.Result = medianResult(res)
