@@ -186,12 +186,7 @@ func (o *Oracle) Resolve(ctx context.Context, txn uint64) (int64, error) {
 func (o *Oracle) Compact(ctx context.Context, rev int64) error {
 	reply := make(chan error, 1)
 	o.root.Send(o.pid, &compactMsg{rev: rev, reply: reply})
-	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return awaitErr(ctx, reply)
 }
 
 // Split splits range id at key in the range table.

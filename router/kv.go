@@ -5,14 +5,12 @@ import (
 	"context"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/router/kvrules"
-	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
 // kvServer is etcd's KV service.
@@ -189,6 +187,3 @@ func (r *Router) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 		q.Key = append(bytes.Clone(last), 0)
 	}
 }
-
-var _ = rpctypes.ErrGRPCEmptyKey
-var _ = mvcc.ErrCompacted

@@ -7,9 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/protobuf/proto"
 
@@ -18,8 +16,6 @@ import (
 	"github.com/mosaic-kv/mosaic/router/kvrules"
 	"github.com/mosaic-kv/mosaic/shard"
 )
-
-var _ = actor.PID{}
 
 // txnIDs hands out transaction ids: a random 64-bit base per process, so
 // ids do not repeat across restarts, then a counter.
@@ -501,5 +497,3 @@ func toGRPC(err error) error {
 	}
 	return mapStoreErr(err)
 }
-
-var _ = mvccpb.PUT

@@ -95,12 +95,8 @@ func (s *Store) sweep(ctx context.Context, c int64) (int, error) {
 					next = item.KeyCopy(nil)
 					break
 				}
-				var typ byte
-				var prevRev int64
-				if err := item.Value(func(v []byte) error {
-					typ, prevRev, err = decodeChangeValue(v)
-					return err
-				}); err != nil {
+				typ, prevRev, err := changeOf(item)
+				if err != nil {
 					it.Close()
 					return fmt.Errorf("mvcc: change %q: %w", item.Key(), err)
 				}

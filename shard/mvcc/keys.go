@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 )
 
 const (
@@ -211,6 +212,16 @@ func changeValue(typ byte, prevRev int64) []byte {
 	b := make([]byte, 0, 1+binary.MaxVarintLen64)
 	b = append(b, typ)
 	return binary.AppendUvarint(b, uint64(prevRev))
+}
+
+// changeOf decodes a change-index item's value.
+func changeOf(item *badger.Item) (typ byte, prevRev int64, err error) {
+	err = item.Value(func(v []byte) error {
+		var derr error
+		typ, prevRev, derr = decodeChangeValue(v)
+		return derr
+	})
+	return typ, prevRev, err
 }
 
 func decodeChangeValue(v []byte) (typ byte, prevRev int64, err error) {

@@ -280,12 +280,8 @@ func (r *Reader) Changes(key, end []byte, fromRev, toRev int64, limit int) ([]Ch
 		if !span.contains(esc) {
 			continue
 		}
-		var typ byte
-		var prevRev int64
-		if err := item.Value(func(v []byte) error {
-			typ, prevRev, err = decodeChangeValue(v)
-			return err
-		}); err != nil {
+		typ, prevRev, err := changeOf(item)
+		if err != nil {
 			return nil, fmt.Errorf("mvcc: change %d/%d: %w", rev, sub, err)
 		}
 		ev := &mvccpb.Event{Type: mvccpb.Event_EventType(typ)}
