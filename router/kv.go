@@ -5,12 +5,15 @@ import (
 	"context"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/router/kvrules"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
 // kvServer is etcd's KV service.
@@ -160,22 +163,33 @@ func (r *Router) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 	total := req.Limit
 	var sent int64
 	for {
-		q.Limit = streamChunk
-		if total > 0 && total-sent < q.Limit {
-			q.Limit = total - sent
+		max := int64(streamChunk)
+		if total > 0 && total-sent < max {
+			max = total - sent
 		}
-		resp, err := r.rangeAt(ctx, q, view)
+		kvs, more, err := r.streamChunk(ctx, q, view, max)
 		if err != nil {
 			return err
 		}
-		sent += int64(len(resp.Kvs))
-		done := !resp.More || (total > 0 && sent >= total)
-		out := &pb.RangeResponse{Kvs: resp.Kvs}
+		sent += int64(len(kvs))
+		done := !more || (total > 0 && sent >= total)
+		out := &pb.RangeResponse{Kvs: kvs}
+		var next []byte
+		if len(kvs) > 0 {
+			next = append(bytes.Clone(kvs[len(kvs)-1].Key), 0)
+		}
 		if done {
 			out.Header = r.header(view.Rev)
-			out.More = resp.More
-			// resp.Count counts from this chunk's start key to the end.
-			out.Count = sent - int64(len(resp.Kvs)) + resp.Count
+			out.More = more
+			out.Count = sent
+			if more {
+				// Stopped by the client's limit: count what is left once.
+				rest, err := r.rangeAt(ctx, &pb.RangeRequest{Key: next, RangeEnd: q.RangeEnd, Revision: q.Revision, CountOnly: true}, view)
+				if err != nil {
+					return err
+				}
+				out.Count += rest.Count
+			}
 		}
 		if err := stream.Send(&pb.RangeStreamResponse{RangeResponse: out}); err != nil {
 			return err
@@ -183,7 +197,40 @@ func (r *Router) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 		if done {
 			return nil
 		}
-		last := resp.Kvs[len(resp.Kvs)-1].Key
-		q.Key = append(bytes.Clone(last), 0)
+		q.Key = next
 	}
+}
+
+// streamChunk reads up to max keys of q's span from q.Key on, at
+// q.Revision, in key order, without counting the rest of the span; more
+// reports whether keys remain.
+func (r *Router) streamChunk(ctx context.Context, q *pb.RangeRequest, view *revision.View, max int64) ([]*mvccpb.KeyValue, bool, error) {
+	var kvs []*mvccpb.KeyValue
+	for _, d := range view.Ranges {
+		sp, ok := clip(q.Key, q.RangeEnd, d)
+		if !ok {
+			continue
+		}
+		if err := r.waitApplied(ctx, d, q.Revision, view); err != nil {
+			return nil, false, err
+		}
+		part, err := r.readSpan(d, sp, q.Revision, mvcc.ReadOptions{Limit: max + 1 - int64(len(kvs)), KeysOnly: q.KeysOnly, NoCount: true})
+		if err != nil {
+			return nil, false, err
+		}
+		kvs = append(kvs, part.KVs...)
+		if int64(len(kvs)) > max {
+			return shapeKVs(q, kvs[:max]), true, nil
+		}
+	}
+	return shapeKVs(q, kvs), false, nil
+}
+
+// shapeKVs applies etcd's per-KeyValue rules of a Range (keys_only drops
+// values and leases) to keys read in default order.
+func shapeKVs(q *pb.RangeRequest, kvs []*mvccpb.KeyValue) []*mvccpb.KeyValue {
+	if !q.KeysOnly {
+		return kvs
+	}
+	return kvrules.MergeRange(&pb.RangeRequest{KeysOnly: true}, []kvrules.RangePart{{KVs: kvs}}).Kvs
 }

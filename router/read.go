@@ -129,18 +129,32 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 // readPart reads one range's part of a Range at rev, once the range has
 // applied everything the oracle had assigned to it in view.
 func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.Span, req *pb.RangeRequest, rev int64, view *revision.View) (kvrules.RangePart, error) {
+	if err := r.waitApplied(ctx, d, rev, view); err != nil {
+		return kvrules.RangePart{}, err
+	}
+	return r.readSpan(d, sp, rev, mvcc.ReadOptions{
+		Limit:     kvrules.ShardFetchLimit(req),
+		KeysOnly:  !kvrules.ShardNeedsValues(req),
+		CountOnly: req.CountOnly,
+	})
+}
+
+// waitApplied waits until range d has applied everything the oracle had
+// assigned to it in view, up to rev.
+func (r *Router) waitApplied(ctx context.Context, d *raftcmdpb.RangeDesc, rev int64, view *revision.View) error {
 	if s := r.node.shard(d.Id); s != nil {
 		if err := s.WaitApplied(ctx, min(view.LastRev[d.Id], rev)); err != nil {
-			return kvrules.RangePart{}, toGRPC(err)
+			return toGRPC(err)
 		}
 	}
+	return nil
+}
+
+// readSpan reads a span the range has applied far enough for.
+func (r *Router) readSpan(d *raftcmdpb.RangeDesc, sp shard.Span, rev int64, o mvcc.ReadOptions) (kvrules.RangePart, error) {
 	var part kvrules.RangePart
 	err := r.node.store.View(func(rd *mvcc.Reader) error {
-		res, err := rd.Range(sp.Key, sp.End, rev, mvcc.ReadOptions{
-			Limit:     kvrules.ShardFetchLimit(req),
-			KeysOnly:  !kvrules.ShardNeedsValues(req),
-			CountOnly: req.CountOnly,
-		})
+		res, err := rd.Range(sp.Key, sp.End, rev, o)
 		part = kvrules.RangePart{KVs: res.KVs, Count: res.Count}
 		return err
 	})

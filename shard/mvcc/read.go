@@ -25,6 +25,9 @@ type ReadOptions struct {
 	KeysOnly bool
 	// CountOnly returns no KVs, only Count.
 	CountOnly bool
+	// NoCount stops the scan once Limit KVs are found: Count is then the
+	// number of KVs returned, not the span's total.
+	NoCount bool
 }
 
 // RangeResult is the answer to a Range.
@@ -72,6 +75,9 @@ func (r *Reader) Range(key, end []byte, rev int64, o ReadOptions) (RangeResult, 
 	}
 	var slab []mvccpb.KeyValue
 	err := r.scan(lo, hi, rev, func(prefix []byte, item *badger.Item) (bool, error) {
+		if o.NoCount && o.Limit > 0 && int64(len(res.KVs)) >= o.Limit {
+			return true, nil
+		}
 		res.Count++
 		if o.CountOnly || (o.Limit > 0 && int64(len(res.KVs)) >= o.Limit) {
 			return false, nil
