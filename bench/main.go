@@ -52,6 +52,8 @@ type Config struct {
 	Rounds           int
 	Keep             bool
 	NoWrite          bool
+	// Watch adds the watch workloads (bench/watch.go).
+	Watch bool
 }
 
 var allTargets = []string{"etcd", "mosaic-1", "mosaic-8"}
@@ -80,6 +82,7 @@ func main() {
 	flag.IntVar(&cfg.Rounds, "rounds", 1, "run every target this many times, interleaved; report medians")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (binaries, data, logs, raw outputs)")
 	flag.BoolVar(&cfg.NoWrite, "no-write", false, "print the table only; don't write the results file")
+	flag.BoolVar(&cfg.Watch, "watch", true, "also run the watch workloads (etcd's benchmark watch-latency: 1, 1,000 and 10,000 watchers)")
 	flag.Parse()
 	cfg.KeySize = 8
 	cfg.Targets = splitList(targets)
@@ -281,7 +284,12 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 		wcancel()
 		wr.Wall = time.Since(t0)
 		_ = os.WriteFile(filepath.Join(work, tr.Name+"-"+w.Name+".out"), []byte(stdout+"\n--- stderr ---\n"+stderr), 0o644)
-		res, perr := ParseBenchmarkOutput(stdout)
+		parsed := stdout
+		if strings.HasPrefix(w.Name, "watch-") {
+			// Events delivered, not the puts that caused them.
+			_, parsed = SplitWatchOutput(stdout)
+		}
+		res, perr := ParseBenchmarkOutput(parsed)
 		switch {
 		case err != nil && !srv.Alive():
 			wr.Err = "server exited mid-workload; benchmark killed"
@@ -375,7 +383,8 @@ type Workload struct {
 	Args  []string
 }
 
-// Workloads are the four workloads, in the order they run.
+// Workloads are the workloads, in the order they run: four KV workloads,
+// then (with cfg.Watch) the watch workloads.
 func Workloads(cfg *Config) []Workload {
 	put := func(total int) []string {
 		return []string{"put", "--val-size", fmt.Sprint(cfg.ValSize), "--key-size", fmt.Sprint(cfg.KeySize),
@@ -385,12 +394,16 @@ func Workloads(cfg *Config) []Workload {
 		return []string{"range", cfg.RangeKey, "--consistency", c, "--total", fmt.Sprint(cfg.RangeTotal)}
 	}
 	many := []string{"--clients", fmt.Sprint(cfg.Clients), "--conns", fmt.Sprint(cfg.Conns)}
-	return []Workload{
+	ws := []Workload{
 		{"put-1", "put, 1 client", append([]string{"--clients", "1", "--conns", "1"}, put(cfg.Put1Total)...)},
 		{"put-many", fmt.Sprintf("put, %d clients", cfg.Clients), append(many, put(cfg.Put100Total)...)},
 		{"range-l", fmt.Sprintf("range linearizable, %d clients", cfg.Clients), append(many, rng("l")...)},
 		{"range-s", fmt.Sprintf("range serializable, %d clients", cfg.Clients), append(many, rng("s")...)},
 	}
+	if cfg.Watch {
+		ws = append(ws, WatchWorkloads(cfg)...)
+	}
+	return ws
 }
 
 func findRepo() (string, error) {

@@ -12,9 +12,9 @@ import "fmt"
 // scale case, 10,000 watchers on 1,000 streams (its put rate is lower so
 // the server delivers, not the client's goroutines, set the pace).
 //
-// Wiring (for the bench owner): append WatchWorkloads(cfg) to
-// Workloads(cfg); ParseBenchmarkOutput must read the part after
-// "Watch events summary:" (SplitWatchOutput) for the watch numbers.
+// Workloads appends these when -watch is set (the default); the run parses
+// the part after "Watch events summary:" (SplitWatchOutput), whose
+// Requests/sec is events delivered per second.
 
 // WatchWorkloads returns the watch workloads in the order they run.
 func WatchWorkloads(cfg *Config) []Workload {
