@@ -56,8 +56,6 @@ type walGroup struct {
 	ents  []*raftpb.Entry // ents[i].Index == snap.Index+1+i
 }
 
-func (g *walGroup) last() uint64 { return g.snap.GetIndex() + uint64(len(g.ents)) }
-
 // walSegment is a live segment and, per group, the highest entry index it
 // holds: it can go once every such group's snapshot has passed that index.
 type walSegment struct {

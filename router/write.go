@@ -54,7 +54,6 @@ type shardWork struct {
 	latch *shard.LatchRequest
 	// compareIdx[i] is the index in work.compares of latch.Compares[i].
 	compareIdx []int
-	existsKeys [][]byte
 	// deleteOps[i] names the op (by tree-order delete number) of latch.Deletes[i].
 	deleteIdx []int
 	res       *shard.LatchResult

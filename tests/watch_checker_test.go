@@ -51,7 +51,6 @@ type ckWrite struct {
 type ckWatcher struct {
 	name   string
 	key    string
-	opts   []clientv3.OpOption
 	prefix bool
 	end    string // "" single key or prefix; "\x00" from key
 	prevKV bool
