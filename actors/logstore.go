@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosaic-kv/mosaic/proto/walpb"
@@ -36,6 +37,9 @@ type LogStore struct {
 
 	reqs chan *LogWrite
 	done chan struct{}
+
+	noSync atomic.Bool  // --unsafe-no-fsync
+	syncs  atomic.Int64 // fdatasyncs issued, for tests
 
 	mu     sync.Mutex
 	groups map[uint64]*walGroup
@@ -460,8 +464,17 @@ func (s *LogStore) appendRecord(rec *walpb.Record) error {
 		return err
 	}
 	s.size += int64(len(buf))
+	if s.noSync.Load() {
+		return nil
+	}
+	s.syncs.Add(1)
 	return fdatasync(s.f)
 }
+
+// UnsafeNoSync stops syncing the log (etcd's --unsafe-no-fsync): writes are
+// reported durable once in the OS, so a power loss can lose acknowledged
+// writes (a killed process cannot). For tests and throwaway clusters.
+func (s *LogStore) UnsafeNoSync() { s.noSync.Store(true) }
 
 func encodeWrite(w *LogWrite, snapReplaces bool) (*walpb.GroupWrite, error) {
 	gw := &walpb.GroupWrite{Group: w.Group, Delete: w.del, SnapReplacesLog: snapReplaces}

@@ -36,6 +36,8 @@ type NodeConfig struct {
 	// ClusterID and MemberID name a new store (see InitialCluster); random
 	// if zero. A store keeps the ids it was created with.
 	ClusterID, MemberID uint64
+	// UnsafeNoFsync: the Raft log is not synced (etcd's --unsafe-no-fsync).
+	UnsafeNoFsync bool
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -84,6 +86,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
+	}
+	if c.UnsafeNoFsync {
+		logs.UnsafeNoSync()
 	}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -102,7 +102,11 @@ func serve(cfg *config, lg *zap.Logger) error {
 	if len(initial) > 1 {
 		lg.Warn("--initial-cluster names several members: Mosaic runs them as one single-node store each until replication lands (issue 4)")
 	}
-	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg, ClusterID: clusterID, MemberID: memberID})
+	if cfg.UnsafeNoFsync {
+		lg.Warn("--unsafe-no-fsync: the Raft log is not synced; a power loss can lose acknowledged writes")
+	}
+	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
+		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync})
 	cancel()
 	if err != nil {
 		return err
