@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/mosaic-kv/mosaic/router"
 )
@@ -128,7 +129,7 @@ func serve(cfg *config, lg *zap.Logger) error {
 		return err
 	}
 	defer r.Close()
-	gs := r.NewGRPCServer()
+	gs := r.NewGRPCServer(grpcOptions(cfg)...)
 
 	var lns []net.Listener
 	closeAll := func() {
@@ -233,4 +234,22 @@ func healthHandler() http.Handler {
 		fmt.Fprint(w, strings.Join([]string{"# Mosaic exports no metrics yet", ""}, "\n"))
 	})
 	return mux
+}
+
+// grpcOptions are etcd's client-server gRPC settings from the flags.
+func grpcOptions(cfg *config) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.GRPCKeepAliveMinTime,
+			PermitWithoutStream: false,
+		}),
+	}
+	if cfg.GRPCKeepAliveInterval > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    cfg.GRPCKeepAliveInterval,
+			Timeout: cfg.GRPCKeepAliveTimeout,
+		}))
+	}
+	return opts
 }
