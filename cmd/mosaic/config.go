@@ -234,7 +234,7 @@ func (c *config) register(b *flagBuilder, printVersion *bool) {
 	addVar(b, &c.Name, "name", defaultName, "Human-readable name of this node, unique in the cluster.")
 	addVar(b, &c.DataDir, "data-dir", "", "Directory of the node's data.").showDefault("${name}.mosaic")
 	addVar(b, nil, "wal-dir", "", "Separate directory for etcd's write-ahead log.")
-	addVar(b, &c.SnapshotCount, "snapshot-count", 10000, "Applied entries between two Raft snapshots.")
+	addVar(b, &c.SnapshotCount, "snapshot-count", 10000, "Applied entries between two Raft snapshots. Mosaic truncates its Raft logs at periodic checkpoints instead.").noEffect()
 	addVar(b, &s.heartbeatMs, "heartbeat-interval", 100, "Raft heartbeat interval, in milliseconds.")
 	addVar(b, &s.electionMs, "election-timeout", 1000, "Raft election timeout, in milliseconds.")
 	addVar(b, nil, "initial-election-tick-advance", true, "Fast-forward election ticks at start.")
