@@ -54,9 +54,10 @@ func newDependencies() *dependencies {
 // markers are consumed here; writes that require an abandoned transaction
 // fail at once.
 //
-// A write that provides transactions no queued or waiting write requires
-// yet lingers (until lingerFor after it first lingered, or flush), so that
-// its requirer can join its record.
+// A write that provides transactions none of which a queued or waiting
+// write requires yet lingers (until lingerFor after it first lingered, or
+// flush), so that a requirer can join its record. A requirer leaves only
+// with (or after) every provider of what it requires.
 func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool) []*LogWrite {
 	if len(d.lingering) == 0 {
 		d.lingerUntil = now.Add(lingerFor) // for writes that start lingering now
@@ -68,17 +69,23 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 		for _, t := range w.Requires {
 			required[t] = true
 		}
+		if w.abandon != 0 {
+			d.abandoned[w.abandon] = true
+		}
 	}
 	expired := flush || !now.Before(d.lingerUntil)
+	// A provider lingers only while no write at hand requires any of its
+	// transactions; only providers that leave now count for requirers.
+	lingers := func(w *LogWrite) bool {
+		return len(w.Provides) > 0 && len(w.Requires) == 0 && !expired && !anyRequired(w.Provides, required)
+	}
 	avail := func(txn uint64) bool { return d.provided[txn] }
 	inBatch := map[uint64]bool{}
 	for _, w := range all {
-		if w.abandon != 0 {
-			d.abandoned[w.abandon] = true
-			continue
-		}
-		for _, t := range w.Provides {
-			inBatch[t] = true
+		if w.abandon == 0 && len(w.Requires) == 0 && !lingers(w) {
+			for _, t := range w.Provides {
+				inBatch[t] = true
+			}
 		}
 	}
 	for _, w := range all {
@@ -100,7 +107,7 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 			}
 		case !ok:
 			d.waiting = append(d.waiting, w)
-		case !expired && awaited(w.Provides, required):
+		case lingers(w):
 			d.lingering = append(d.lingering, w)
 		default:
 			out = append(out, w)
@@ -109,11 +116,10 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 	return out
 }
 
-// awaited reports whether a provider's transactions are not all required
-// by a write at hand yet (so their requirer is still on its way).
-func awaited(provides []uint64, required map[uint64]bool) bool {
-	for _, t := range provides {
-		if !required[t] {
+// anyRequired reports whether a write at hand requires one of txns.
+func anyRequired(txns []uint64, required map[uint64]bool) bool {
+	for _, t := range txns {
+		if required[t] {
 			return true
 		}
 	}

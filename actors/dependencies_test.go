@@ -118,3 +118,29 @@ func TestProviderLingersForItsRequirer(t *testing.T) {
 		t.Fatalf("provider must go alone once its linger expired, got %d", len(got))
 	}
 }
+
+// TestRequirerNeverLeavesWithoutItsLingeringProvider pins a crash-safety
+// bug: an intent write providing two transactions, where only one
+// decision has arrived, must go out with (not after) that decision — the
+// decision may never be durable without its intent.
+func TestRequirerNeverLeavesWithoutItsLingeringProvider(t *testing.T) {
+	d := newDependencies()
+	now := time.Now()
+	prov := &LogWrite{Group: 1, Provides: []uint64{1, 2}}
+	req := &LogWrite{Group: 0, Requires: []uint64{1}}
+	got := d.ready([]*LogWrite{prov, req}, nil, now, false)
+	has := func(w *LogWrite) bool {
+		for _, g := range got {
+			if g == w {
+				return true
+			}
+		}
+		return false
+	}
+	if has(req) && !has(prov) {
+		t.Fatal("the decision left without the intent it requires")
+	}
+	if !has(req) || !has(prov) {
+		t.Fatalf("want both in one record, got %d writes (waiting %d, lingering %d)", len(got), len(d.waiting), len(d.lingering))
+	}
+}
