@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -62,6 +63,8 @@ type Node struct {
 	// two). Sound while every group has this node as its only voter, so
 	// that durable means committed.
 	speculative bool
+
+	started atomic.Bool // every shard of the range table is running
 
 	sigMu   sync.Mutex
 	applied chan struct{} // closed and replaced whenever a shard applies
@@ -119,6 +122,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 			return nil, fmt.Errorf("waiting for range %d: %w", s.ID(), err)
 		}
 	}
+	n.started.Store(true)
 	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
 	every := c.CheckpointInterval
 	if every <= 0 {
@@ -214,7 +218,11 @@ func (n *Node) deliver(rangeID uint64, ds []revision.Decided) {
 		s.Deliver(ds)
 		return
 	}
-	n.lg.Error("decision for a range with no local shard", zap.Uint64("range", rangeID))
+	// While the oracle replays its log at start, shards are not running
+	// yet; they resolve their pending intents themselves once they are.
+	if n.started.Load() {
+		n.lg.Error("decision for a range with no local shard", zap.Uint64("range", rangeID))
+	}
 }
 
 func (n *Node) shard(id uint64) *shard.Shard {
