@@ -16,17 +16,23 @@ var (
 	errAbandoned      = errors.New("raft log write depends on a transaction that will never be written")
 )
 
-// dependencies holds back writes whose required transactions are not yet
+// Dep names one transaction's intent in one group. A cross-range
+// transaction has an intent in each of its ranges, and its decision
+// requires every one of them.
+type Dep struct{ Txn, Group uint64 }
+
+// dependencies holds back writes whose required intents are not yet
 // written, so that a decision never becomes durable before the intents it
 // decides — yet shares their record when they arrive together. Owned by the
 // writer goroutine.
 //
 // Invariant: a write leaves ready only when each of its Requires was
-// provided by a write committed earlier or by a write in the same batch
-// (one record, atomic on replay).
+// provided by a write committed earlier or by a write leaving in the same
+// batch (one record, atomic on replay). A write provides Dep{txn, its own
+// group} for each of its Provides.
 type dependencies struct {
-	provided  map[uint64]bool // provided and not yet required
-	abandoned map[uint64]bool
+	provided  map[Dep]bool    // provided and not yet required
+	abandoned map[uint64]bool // transactions whose intents will never come
 	waiting   []*LogWrite
 	// lingering are providers held back for their requirers, until
 	// lingerUntil at the latest.
@@ -46,7 +52,16 @@ func (d *dependencies) lingerLeft(now time.Time) (time.Duration, bool) {
 }
 
 func newDependencies() *dependencies {
-	return &dependencies{provided: map[uint64]bool{}, abandoned: map[uint64]bool{}}
+	return &dependencies{provided: map[Dep]bool{}, abandoned: map[uint64]bool{}}
+}
+
+// provides lists what a write provides.
+func provides(w *LogWrite) []Dep {
+	out := make([]Dep, len(w.Provides))
+	for i, t := range w.Provides {
+		out[i] = Dep{Txn: t, Group: w.Group}
+	}
+	return out
 }
 
 // ready returns, appended to out, the writes among waiting and queued that
@@ -54,8 +69,8 @@ func newDependencies() *dependencies {
 // markers are consumed here; writes that require an abandoned transaction
 // fail at once.
 //
-// A write that provides transactions none of which a queued or waiting
-// write requires yet lingers (until lingerFor after it first lingered, or
+// A write that provides intents none of which a queued or waiting write
+// requires yet lingers (until lingerFor after it first lingered, or
 // flush), so that a requirer can join its record. A requirer leaves only
 // with (or after) every provider of what it requires.
 func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool) []*LogWrite {
@@ -64,10 +79,10 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 	}
 	all := append(append(d.waiting, d.lingering...), queued...)
 	d.waiting, d.lingering = nil, nil
-	required := map[uint64]bool{}
+	required := map[Dep]bool{}
 	for _, w := range all {
-		for _, t := range w.Requires {
-			required[t] = true
+		for _, r := range w.Requires {
+			required[r] = true
 		}
 		if w.abandon != 0 {
 			d.abandoned[w.abandon] = true
@@ -75,16 +90,23 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 	}
 	expired := flush || !now.Before(d.lingerUntil)
 	// A provider lingers only while no write at hand requires any of its
-	// transactions; only providers that leave now count for requirers.
+	// intents; only providers that leave now count for requirers.
 	lingers := func(w *LogWrite) bool {
-		return len(w.Provides) > 0 && len(w.Requires) == 0 && !expired && !anyRequired(w.Provides, required)
+		if len(w.Provides) == 0 || len(w.Requires) > 0 || expired {
+			return false
+		}
+		for _, p := range provides(w) {
+			if required[p] {
+				return false
+			}
+		}
+		return true
 	}
-	avail := func(txn uint64) bool { return d.provided[txn] }
-	inBatch := map[uint64]bool{}
+	leaving := map[Dep]bool{}
 	for _, w := range all {
 		if w.abandon == 0 && len(w.Requires) == 0 && !lingers(w) {
-			for _, t := range w.Provides {
-				inBatch[t] = true
+			for _, p := range provides(w) {
+				leaving[p] = true
 			}
 		}
 	}
@@ -93,12 +115,12 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 			continue
 		}
 		ok, dead := true, false
-		for _, t := range w.Requires {
-			if avail(t) || inBatch[t] {
+		for _, r := range w.Requires {
+			if d.provided[r] || leaving[r] {
 				continue
 			}
 			ok = false
-			dead = dead || d.abandoned[t]
+			dead = dead || d.abandoned[r.Txn]
 		}
 		switch {
 		case dead:
@@ -116,33 +138,23 @@ func (d *dependencies) ready(queued, out []*LogWrite, now time.Time, flush bool)
 	return out
 }
 
-// anyRequired reports whether a write at hand requires one of txns.
-func anyRequired(txns []uint64, required map[uint64]bool) bool {
-	for _, t := range txns {
-		if required[t] {
-			return true
-		}
-	}
-	return false
-}
-
 // committed records what a committed batch provided and consumed.
 func (d *dependencies) committed(batch []*LogWrite, errs []error) {
 	for i, w := range batch {
 		if errs[i] != nil {
 			continue
 		}
-		for _, t := range w.Provides {
-			d.provided[t] = true
+		for _, p := range provides(w) {
+			d.provided[p] = true
 		}
 	}
 	for i, w := range batch {
 		if errs[i] != nil {
 			continue
 		}
-		for _, t := range w.Requires {
-			delete(d.provided, t)
-			delete(d.abandoned, t)
+		for _, r := range w.Requires {
+			delete(d.provided, r)
+			delete(d.abandoned, r.Txn)
 		}
 	}
 }

@@ -24,7 +24,7 @@ func TestRequiredWriteWaitsForItsProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	decided := make(chan error, 1)
-	s.Submit(&LogWrite{Group: 0, Entries: entryAt(1), Requires: []uint64{7}, Done: func(err error) { decided <- err }})
+	s.Submit(&LogWrite{Group: 0, Entries: entryAt(1), Requires: []Dep{{Txn: 7, Group: 1}}, Done: func(err error) { decided <- err }})
 	// Unrelated writes go through while the decision waits.
 	other := make(chan error, 1)
 	s.Submit(&LogWrite{Group: 2, Entries: entryAt(1), Done: func(err error) { other <- err }})
@@ -47,7 +47,7 @@ func TestRequiredWriteWaitsForItsProvider(t *testing.T) {
 
 	// An abandoned transaction fails its dependants instead of stalling them.
 	doomed := make(chan error, 1)
-	s.Submit(&LogWrite{Group: 0, Entries: entryAt(2), Requires: []uint64{8}, Done: func(err error) { doomed <- err }})
+	s.Submit(&LogWrite{Group: 0, Entries: entryAt(2), Requires: []Dep{{Txn: 8, Group: 1}}, Done: func(err error) { doomed <- err }})
 	s.Abandon(8)
 	if err := <-doomed; !errors.Is(err, errAbandoned) {
 		t.Fatalf("want errAbandoned, got %v", err)
@@ -78,7 +78,7 @@ func TestRequiredWriteWaitsForItsProvider(t *testing.T) {
 // decision that requires it are committed by one fdatasync.
 func TestProviderAndRequirerShareARecord(t *testing.T) {
 	d := newDependencies()
-	req := &LogWrite{Group: 0, Requires: []uint64{5}}
+	req := &LogWrite{Group: 0, Requires: []Dep{{Txn: 5, Group: 1}}}
 	prov := &LogWrite{Group: 1, Provides: []uint64{5}}
 	got := d.ready([]*LogWrite{req, prov}, nil, time.Now(), false)
 	if len(got) != 2 || len(d.waiting) != 0 {
@@ -103,7 +103,7 @@ func TestProviderLingersForItsRequirer(t *testing.T) {
 	if left, ok := d.lingerLeft(now); !ok || left <= 0 || left > lingerFor {
 		t.Fatalf("linger left %v, %v", left, ok)
 	}
-	req := &LogWrite{Group: 0, Requires: []uint64{9}}
+	req := &LogWrite{Group: 0, Requires: []Dep{{Txn: 9, Group: 1}}}
 	got := d.ready([]*LogWrite{req}, nil, now.Add(lingerFor/2), false)
 	if len(got) != 2 {
 		t.Fatalf("requirer arrived: want both ready together, got %d", len(got))
@@ -127,7 +127,7 @@ func TestRequirerNeverLeavesWithoutItsLingeringProvider(t *testing.T) {
 	d := newDependencies()
 	now := time.Now()
 	prov := &LogWrite{Group: 1, Provides: []uint64{1, 2}}
-	req := &LogWrite{Group: 0, Requires: []uint64{1}}
+	req := &LogWrite{Group: 0, Requires: []Dep{{Txn: 1, Group: 1}}}
 	got := d.ready([]*LogWrite{prov, req}, nil, now, false)
 	has := func(w *LogWrite) bool {
 		for _, g := range got {
@@ -142,5 +142,32 @@ func TestRequirerNeverLeavesWithoutItsLingeringProvider(t *testing.T) {
 	}
 	if !has(req) || !has(prov) {
 		t.Fatalf("want both in one record, got %d writes (waiting %d, lingering %d)", len(got), len(d.waiting), len(d.lingering))
+	}
+}
+
+// TestCrossRangeDecisionWaitsForEveryIntent pins the second crash-safety
+// bug: a cross-range transaction has an intent in each range, and its
+// decision must wait for all of them — the first range's durable intent
+// does not stand for the second's.
+func TestCrossRangeDecisionWaitsForEveryIntent(t *testing.T) {
+	d := newDependencies()
+	now := time.Now()
+	first := &LogWrite{Group: 1, Provides: []uint64{7}}
+	req := &LogWrite{Group: 0, Requires: []Dep{{Txn: 7, Group: 1}, {Txn: 7, Group: 2}}}
+	got := d.ready([]*LogWrite{first, req}, nil, now, false)
+	for _, w := range got {
+		if w == req {
+			t.Fatal("the decision left with only one of its two intents")
+		}
+	}
+	errs := make([]error, len(got))
+	d.committed(got, errs)
+	if got := d.ready(nil, nil, now, false); len(got) != 0 {
+		t.Fatal("the decision left before the second range's intent was written")
+	}
+	second := &LogWrite{Group: 2, Provides: []uint64{7}}
+	got = d.ready([]*LogWrite{second}, nil, now, false)
+	if len(got) != 2 {
+		t.Fatalf("the second intent and the decision should leave together, got %d writes", len(got))
 	}
 }

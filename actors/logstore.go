@@ -78,10 +78,12 @@ type LogWrite struct {
 
 	// Provides and Requires order writes of different groups: a write is
 	// never made durable before every write that provides one of its
-	// Requires (transaction ids), but it may share their record, and so
-	// their fdatasync. A shard's intent provides its transaction; the
-	// oracle's decision requires it. See dependencies.go.
-	Provides, Requires []uint64
+	// Requires, but it may share their record, and so their fdatasync. A
+	// shard's write provides its transactions' intents (Dep{txn, its group});
+	// the oracle's decision requires the intent in every range of the
+	// transaction. See dependencies.go.
+	Provides []uint64
+	Requires []Dep
 
 	del     bool   // DeleteGroup
 	abandon uint64 // Abandon: a provider that will never come

@@ -34,7 +34,8 @@ type RaftGroup struct {
 
 	// provides and requires tag the next write that carries entries (see
 	// LogWrite): they belong to entries proposed since the last such write.
-	provides, requires []uint64
+	provides []uint64
+	requires []Dep
 }
 
 // GroupConfig configures OpenRaftGroup.
@@ -141,7 +142,7 @@ func (g *RaftGroup) Propose(data []byte) error { return g.rn.Propose(data) }
 
 // Tag records transaction ids that the entries proposed since the last
 // durable write provide or require (LogWrite.Provides, Requires).
-func (g *RaftGroup) Tag(provides, requires []uint64) {
+func (g *RaftGroup) Tag(provides []uint64, requires []Dep) {
 	g.provides = append(g.provides, provides...)
 	g.requires = append(g.requires, requires...)
 }

@@ -458,10 +458,12 @@ func (a *oracleActor) flush() {
 		}
 		return
 	}
-	var requires []uint64
+	var requires []actors.Dep
 	for _, m := range batch {
 		if m.req.Speculative {
-			requires = append(requires, m.req.Txn)
+			for _, r := range m.req.Ranges {
+				requires = append(requires, actors.Dep{Txn: m.req.Txn, Group: r})
+			}
 		}
 	}
 	a.group.Tag(nil, requires)
