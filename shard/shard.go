@@ -776,13 +776,13 @@ func (a *shardActor) applyDecided(ds []revision.Decided) {
 		n, size := 0, 0
 		for n < len(ds) {
 			in := a.intents[ds[n].TxnID]
-			s := opsSize(in.ops)
-			if n > 0 && (size+s > applyBatchBytes || a.hasBigDelete(in)) {
+			s, big := opsSize(in.ops), a.hasBigDelete(in)
+			if n > 0 && (size+s > applyBatchBytes || big) {
 				break
 			}
 			size += s
 			n++
-			if a.hasBigDelete(in) {
+			if big {
 				break
 			}
 		}
