@@ -121,9 +121,7 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 		}
 		parts = append(parts, part)
 	}
-	resp := kvrules.MergeRange(req, parts)
-	resp.Header = &pb.ResponseHeader{Revision: view.Rev}
-	return resp, nil
+	return kvrules.MergeRange(req, parts), nil
 }
 
 // readPart reads one range's part of a Range at rev, once the range has
