@@ -32,6 +32,9 @@ type RaftGroup struct {
 	prevHS   *raftpb.HardState
 	applied  uint64
 
+	// readStates are answers to ReadIndex requests, taken by the owner.
+	readStates []raft.ReadState
+
 	// provides and requires tag the next write that carries entries (see
 	// LogWrite): they belong to entries proposed since the last such write.
 	provides []uint64
@@ -65,6 +68,12 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		return nil, err
 	}
 	ms := raft.NewMemoryStorage()
+	var storage raft.Storage = ms
+	if len(c.Peers) > 1 {
+		// Replicas never send snapshots yet: a snapshot would carry no data.
+		// Logs are kept until every replica has them (see Compact's callers).
+		storage = noSnapshots{ms}
+	}
 	if gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0 {
 		// A new group starts from a snapshot at index 1 naming its voters,
 		// so no bootstrap entries are needed and every replica starts equal.
@@ -107,13 +116,16 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		ID:              c.NodeID,
 		ElectionTick:    10,
 		HeartbeatTick:   1,
-		Storage:         ms,
+		Storage:         storage,
 		Applied:         applied,
 		MaxSizePerMsg:   1 << 20,
 		MaxInflightMsgs: 256,
 		CheckQuorum:     true,
 		PreVote:         true,
-		Logger:          raftLogger{c.Logger.Sugar()},
+		// A proposal enters the log only through the leader whose latches
+		// admitted it: a follower drops it instead of forwarding it.
+		DisableProposalForwarding: true,
+		Logger:                    raftLogger{c.Logger.Sugar()},
 	})
 	if err != nil {
 		return nil, err
@@ -132,7 +144,60 @@ func (g *RaftGroup) Step(m *raftpb.Message) error { return g.rn.Step(m) }
 func (g *RaftGroup) Tick() { g.rn.Tick() }
 
 // Lead is the current leader's id, 0 if none is known.
-func (g *RaftGroup) Lead() uint64 { return g.rn.Status().Lead }
+func (g *RaftGroup) Lead() uint64 { return g.rn.BasicStatus().Lead }
+
+// ID is this replica's Raft id.
+func (g *RaftGroup) ID() uint64 { return g.rn.BasicStatus().ID }
+
+// TransferLeader asks the leader to hand leadership to replica to (from a
+// follower, raft forwards the request to the leader).
+func (g *RaftGroup) TransferLeader(to uint64) { g.rn.TransferLeader(to) }
+
+// ReportSnapshot tells Raft how sending a snapshot to a replica went.
+func (g *RaftGroup) ReportSnapshot(id uint64, ok bool) {
+	st := raft.SnapshotFinish
+	if !ok {
+		st = raft.SnapshotFailure
+	}
+	g.rn.ReportSnapshot(id, st)
+}
+
+// ReadIndex asks for the commit index a linearizable read must wait for;
+// the answer, tagged with rctx, comes back through TakeReadStates.
+func (g *RaftGroup) ReadIndex(rctx []byte) { g.rn.ReadIndex(rctx) }
+
+// TakeReadStates returns and forgets the ReadIndex answers received.
+func (g *RaftGroup) TakeReadStates() []raft.ReadState {
+	rs := g.readStates
+	g.readStates = nil
+	return rs
+}
+
+// MinMatch is, on the leader, the lowest log index every replica is known
+// to hold (0 elsewhere).
+func (g *RaftGroup) MinMatch() uint64 {
+	st := g.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return 0
+	}
+	low := uint64(0)
+	first := true
+	for _, pr := range st.Progress {
+		if first || pr.Match < low {
+			low, first = pr.Match, false
+		}
+	}
+	return low
+}
+
+// Voters are the group's voting replicas.
+func (g *RaftGroup) Voters() []uint64 {
+	var out []uint64
+	for id := range g.rn.Status().Config.Voters.IDs() {
+		out = append(out, id)
+	}
+	return out
+}
 
 // ReportUnreachable tells Raft that a message to a replica was dropped.
 func (g *RaftGroup) ReportUnreachable(id uint64) { g.rn.ReportUnreachable(id) }
@@ -148,10 +213,10 @@ func (g *RaftGroup) Tag(provides []uint64, requires []Dep) {
 }
 
 // IsLeader reports whether this replica leads the group.
-func (g *RaftGroup) IsLeader() bool { return g.rn.Status().RaftState == raft.StateLeader }
+func (g *RaftGroup) IsLeader() bool { return g.rn.BasicStatus().RaftState == raft.StateLeader }
 
 // Term is the current Raft term.
-func (g *RaftGroup) Term() uint64 { return g.rn.Status().GetTerm() }
+func (g *RaftGroup) Term() uint64 { return g.rn.BasicStatus().GetTerm() }
 
 // Applied is the index of the last entry handed to the state machine.
 func (g *RaftGroup) Applied() uint64 { return g.applied }
@@ -214,6 +279,7 @@ func (g *RaftGroup) finish(rd *raft.Ready, apply func([]*raftpb.Entry)) {
 	if len(rd.Messages) > 0 && g.send != nil {
 		g.send(rd.Messages)
 	}
+	g.readStates = append(g.readStates, rd.ReadStates...)
 	if n := len(rd.CommittedEntries); n > 0 {
 		apply(rd.CommittedEntries)
 		g.applied = rd.CommittedEntries[n-1].GetIndex()
@@ -272,3 +338,10 @@ func (g *RaftGroup) LastIndex() uint64 {
 
 // Busy reports whether a Ready is being made durable.
 func (g *RaftGroup) Busy() bool { return g.inflight != nil }
+
+// noSnapshots is a Storage that never has a snapshot to send.
+type noSnapshots struct{ *raft.MemoryStorage }
+
+func (noSnapshots) Snapshot() (*raftpb.Snapshot, error) {
+	return nil, raft.ErrSnapshotTemporarilyUnavailable
+}

@@ -2,9 +2,11 @@ package revision
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.etcd.io/raft/v3/raftpb"
@@ -31,6 +33,11 @@ type View struct {
 	MemberID   uint64
 	Term       uint64
 	Applied    uint64
+	// Lead is the Raft id of the oracle group's leader (0: none known);
+	// Leader says whether it is this node. In a cluster, the oracle's
+	// leader is the node that runs writes (see router).
+	Lead   uint64
+	Leader bool
 	// Leases is the granted leases (immutable, shared between views).
 	Leases *LeaseSet
 }
@@ -48,6 +55,10 @@ func (v *View) RangeFor(key []byte) *raftcmdpb.RangeDesc {
 // Notify delivers decisions to the shard that owns a range; set by the node.
 type Notify func(rangeID uint64, ds []Decided)
 
+// ErrNotLeader: this replica of the oracle does not lead its group, or lost
+// the lead while the request was pending (its outcome is then unknown).
+var ErrNotLeader = errors.New("revision: not the oracle's leader")
+
 // Config configures an Oracle.
 type Config struct {
 	NodeID uint64
@@ -55,6 +66,13 @@ type Config struct {
 	Meta   *Persister
 	Logger *zap.Logger
 	Notify Notify
+	// NotifyAborted tells the node's shards which transactions were
+	// aborted, so that every replica drops their intents.
+	NotifyAborted func(txns []uint64)
+	// Peers are the voters of the oracle's group when it is created (nil:
+	// this node alone). Send carries messages to the other replicas.
+	Peers []uint64
+	Send  func(msgs []*raftpb.Message)
 	// ClusterID and MemberID are used only when bootstrapping a new store.
 	ClusterID, MemberID uint64
 }
@@ -102,6 +120,38 @@ func (o *Oracle) Persist(ctx context.Context) (uint64, error) {
 
 // Stop stops the actor and waits until it has stopped.
 func (o *Oracle) Stop() { _ = o.root.StopFuture(o.pid).Wait() }
+
+// Step hands the oracle's group a message from another replica.
+func (o *Oracle) Step(m *raftpb.Message) { o.root.Send(o.pid, &stepMsg{m: m}) }
+
+// Tick advances the group's clock by one heartbeat interval.
+func (o *Oracle) Tick() { o.root.Send(o.pid, tickMsg{}) }
+
+// Unreachable tells the group that a message to replica to was dropped.
+func (o *Oracle) Unreachable(to uint64) { o.root.Send(o.pid, unreachableMsg{to: to}) }
+
+// Fate looks a transaction up in this replica's state without proposing
+// anything: (rev, true) decided, (0, true) aborted, (0, false) unknown.
+func (o *Oracle) Fate(ctx context.Context, txn uint64) (int64, bool, error) {
+	reply := make(chan fateLookup, 1)
+	o.root.Send(o.pid, &fateMsg{txn: txn, reply: reply})
+	select {
+	case f := <-reply:
+		return f.rev, f.known, nil
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	}
+}
+
+// ReadRev returns a revision a linearizable read may be served at on this
+// node: the oracle's leader confirms its commit index (Raft's ReadIndex),
+// this replica applies up to it, and its revision then covers every write
+// acknowledged before ReadRev was called.
+func (o *Oracle) ReadRev(ctx context.Context) (int64, error) {
+	reply := make(chan fate, 1)
+	o.root.Send(o.pid, &readMsg{reply: reply})
+	return awaitFate(ctx, reply)
+}
 
 // Ready is closed once the oracle has recovered and serves requests.
 func (o *Oracle) Ready() <-chan struct{} { return o.ready }
@@ -260,6 +310,36 @@ type checkpointMsg struct {
 
 type persistMsg struct{ reply chan uint64 }
 
+type stepMsg struct{ m *raftpb.Message }
+type tickMsg struct{}
+type unreachableMsg struct{ to uint64 }
+type fateMsg struct {
+	txn   uint64
+	reply chan fateLookup
+}
+type fateLookup struct {
+	rev   int64
+	known bool
+}
+type readMsg struct{ reply chan fate }
+
+// readIndexTimeout bounds the wait for a ReadIndex answer; an unanswered
+// request is sent again after readIndexRetry.
+const (
+	readIndexTimeout = 5 * time.Second
+	readIndexRetry   = 500 * time.Millisecond
+)
+
+// readWait is a batch of reads waiting for their ReadIndex answer (index
+// 0) or, once answered, for the replica to apply up to index.
+type readWait struct {
+	first   time.Time // first asked
+	asked   time.Time // last asked
+	ctx     uint64
+	index   uint64
+	replies []chan fate
+}
+
 // oracleActor owns the oracle's RaftGroup and State. Decisions are batched:
 // while one batch is being made durable, new requests queue, and the whole
 // queue becomes the next entry.
@@ -287,6 +367,15 @@ type oracleActor struct {
 	// leaseChanges are the leases changed since the last published view.
 	leaseChanges map[int64]struct{}
 
+	// cluster: the group has several voters, so leadership can move.
+	cluster bool
+	lead    uint64
+	leader  bool
+	// reads waiting for ReadIndex; readQueue not yet asked for.
+	readQueue []chan fate
+	reads     []*readWait
+	readSeq   uint64
+
 	// dirty holds the fates decided since the last save, gone the pruned
 	// ones still stored; saved is the applied index of the last save.
 	dirty map[uint64]int64
@@ -302,6 +391,10 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		if err := a.start(); err != nil {
 			a.cfg.Logger.Fatal("revision oracle failed to start", zap.Error(err))
 		}
+		if a.cluster {
+			a.group.Drive(a.apply) // applies what is known committed
+			a.setReady()
+		}
 	case *persistedMsg:
 		if m.err != nil {
 			a.cfg.Logger.Fatal("revision oracle: raft log write failed", zap.Error(m.err))
@@ -313,6 +406,19 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		a.checkpoint(m)
 	case *persistMsg:
 		m.reply <- a.persist()
+	case *stepMsg:
+		if err := a.group.Step(m.m); err != nil && a.cfg.Logger != nil {
+			a.cfg.Logger.Debug("revision oracle: step", zap.Error(err))
+		}
+	case tickMsg:
+		a.group.Tick()
+	case unreachableMsg:
+		a.group.ReportUnreachable(m.to)
+	case *fateMsg:
+		rev, known := a.state.Fate(m.txn)
+		m.reply <- fateLookup{rev: rev, known: known}
+	case *readMsg:
+		a.readQueue = append(a.readQueue, m.reply)
 	case *actor.Stopping:
 		if a.state != nil {
 			a.persist()
@@ -325,7 +431,111 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		}
 		a.handle1(m)
 	}
+	a.askReads()
 	a.group.Drive(a.apply)
+	a.watchLeader()
+	a.answerReads()
+}
+
+// watchLeader notices leadership changes. A replica that loses the lead
+// fails every request it was waiting on: their proposals may be dropped,
+// so their outcome is unknown to it (a decision that does commit is still
+// applied, and an abort recorded, on every replica).
+func (a *oracleActor) watchLeader() {
+	lead := a.group.Lead()
+	leader := lead == a.cfg.NodeID
+	if lead == a.lead && leader == a.leader {
+		return
+	}
+	wasLeader := a.leader
+	a.lead, a.leader = lead, leader
+	if wasLeader && !leader {
+		for _, m := range a.queue {
+			a.answer(a.deciders, m.req.Txn, fate{err: ErrNotLeader})
+		}
+		a.queue = nil
+		for txn := range a.deciders {
+			a.answer(a.deciders, txn, fate{err: ErrNotLeader})
+		}
+		for txn := range a.resolvers {
+			a.answer(a.resolvers, txn, fate{err: ErrNotLeader})
+		}
+		for _, m := range a.leasers {
+			m.reply <- ErrNotLeader
+		}
+		for _, m := range a.compacters {
+			m.reply <- ErrNotLeader
+		}
+		for _, m := range a.splitters {
+			m.reply <- splitReply{err: ErrNotLeader}
+		}
+		a.leasers, a.compacters, a.splitters = nil, nil, nil
+		a.proposing = false
+	}
+	a.publish()
+}
+
+// askReads sends one ReadIndex for every read queued since the last one.
+func (a *oracleActor) askReads() {
+	if len(a.readQueue) == 0 {
+		return
+	}
+	if !a.cluster {
+		// A single voter is always current: its view covers every write
+		// it acknowledged.
+		for _, r := range a.readQueue {
+			r <- fate{rev: a.state.pb.Revision}
+		}
+		a.readQueue = nil
+		return
+	}
+	a.readSeq++
+	now := time.Now()
+	a.reads = append(a.reads, &readWait{first: now, asked: now, ctx: a.readSeq, replies: a.readQueue})
+	a.readQueue = nil
+	a.group.ReadIndex(binary.BigEndian.AppendUint64(nil, a.readSeq))
+}
+
+// answerReads answers the reads whose index this replica has applied.
+// ReadIndex answers come in the order asked; one lost (a leader change)
+// is never answered, so its readers time out and retry.
+func (a *oracleActor) answerReads() {
+	for _, rs := range a.group.TakeReadStates() {
+		if len(rs.RequestCtx) != 8 {
+			continue
+		}
+		seq := binary.BigEndian.Uint64(rs.RequestCtx)
+		for _, w := range a.reads {
+			if w.ctx == seq {
+				w.index = rs.Index
+			}
+		}
+	}
+	keep := a.reads[:0]
+	now := time.Now()
+	for _, w := range a.reads {
+		var f *fate
+		switch {
+		case w.index != 0 && a.group.Applied() >= w.index:
+			f = &fate{rev: a.state.pb.Revision}
+		case w.index == 0 && now.Sub(w.first) > readIndexTimeout:
+			f = &fate{err: ErrNotLeader}
+		case w.index == 0 && now.Sub(w.asked) > readIndexRetry:
+			// The request or its answer was lost (the leader it went to
+			// died, say): ask again.
+			a.readSeq++
+			w.ctx, w.asked = a.readSeq, now
+			a.group.ReadIndex(binary.BigEndian.AppendUint64(nil, w.ctx))
+		}
+		if f != nil {
+			for _, r := range w.replies {
+				r <- *f
+			}
+			continue
+		}
+		keep = append(keep, w)
+	}
+	a.reads = keep
 }
 
 // checkpoint drops the log up to the given index, never past the last
@@ -432,12 +642,23 @@ func (a *oracleActor) start() error {
 	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
 		Group: GroupID, NodeID: c.NodeID, Applied: st.AppliedIndex, Store: c.Logs, Logger: c.Logger,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
+		Peers:   c.Peers,
+		Send:    c.Send,
 	})
 	if err != nil {
 		return err
 	}
+	a.cluster = len(c.Peers) > 1
 	a.startLast = a.group.LastIndex()
 	a.publish()
+	if a.cluster {
+		// Replicas elect a leader when their election timers fire. What is
+		// known committed is applied by the first Drive, right after this;
+		// the replica serves from then on (requests that need the leader
+		// fail fast elsewhere).
+		a.startLast = 0
+		return nil
+	}
 	return a.group.Campaign()
 }
 
@@ -525,15 +746,20 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 		a.deliver(fx)
 	}
 	if n := len(ents); !a.ready && n > 0 && ents[n-1].GetIndex() > a.startLast {
-		a.ready = true
-		close(a.handle.ready)
-		stash := a.stash
-		a.stash = nil
-		for _, m := range stash {
-			a.handle1(m)
-		}
+		a.setReady()
 	}
 	a.flush()
+}
+
+// setReady starts serving requests.
+func (a *oracleActor) setReady() {
+	a.ready = true
+	close(a.handle.ready)
+	stash := a.stash
+	a.stash = nil
+	for _, m := range stash {
+		a.handle1(m)
+	}
 }
 
 func (a *oracleActor) deliver(fx Effects) {
@@ -553,6 +779,9 @@ func (a *oracleActor) deliver(fx Effects) {
 		if a.cfg.Notify != nil {
 			a.cfg.Notify(r, byRange[r])
 		}
+	}
+	if len(fx.Aborted) > 0 && a.cfg.NotifyAborted != nil {
+		a.cfg.NotifyAborted(fx.Aborted)
 	}
 	for _, t := range fx.Aborted {
 		err := ErrAborted
@@ -613,6 +842,8 @@ func (a *oracleActor) publish() {
 		MemberID:   pb.MemberId,
 		Term:       a.group.Term(),
 		Applied:    pb.AppliedIndex,
+		Lead:       a.lead,
+		Leader:     a.leader,
 	}
 	copy(v.Ranges, pb.Ranges)
 	if prev := a.handle.view.Load(); prev != nil {

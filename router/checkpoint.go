@@ -45,12 +45,21 @@ func (n *Node) checkpointLoop(every time.Duration) {
 			continue
 		}
 		if prev := n.lastCkpt; prev != nil {
-			for id, idx := range prev.shardIndex {
-				if s := n.shard(id); s != nil {
-					s.CompactLog(idx)
+			// In a cluster, logs are kept whole for now: a replica that fell
+			// behind the leader's first index would need a snapshot carrying
+			// the range's data, which replicas cannot send yet.
+			if !n.cluster {
+				for id, idx := range prev.shardIndex {
+					if s := n.shard(id); s != nil {
+						s.CompactLog(idx)
+					}
 				}
 			}
-			n.oracle.Checkpoint(prev.oracleIndex, prev.coveredRev)
+			ckptIndex := prev.oracleIndex
+			if n.cluster {
+				ckptIndex = 0
+			}
+			n.oracle.Checkpoint(ckptIndex, prev.coveredRev)
 		}
 		n.lastCkpt = cur
 	}

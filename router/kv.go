@@ -33,6 +33,11 @@ func (s *kvServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse
 	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
 		return nil, err
 	}
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.PutResponse, error) {
+		return pb.NewKVClient(c).Put(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	return s.r.Put(ctx, req)
 }
 
@@ -42,6 +47,11 @@ func (s *kvServer) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) 
 	}
 	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
 		return nil, err
+	}
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.DeleteRangeResponse, error) {
+		return pb.NewKVClient(c).DeleteRange(ctx, req)
+	}); ok {
+		return resp, err
 	}
 	return s.r.DeleteRange(ctx, req)
 }
@@ -56,12 +66,22 @@ func (s *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse
 	if err := kvrules.CheckRequestSize(req, s.r.maxRequestBytes); err != nil {
 		return nil, err
 	}
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.TxnResponse, error) {
+		return pb.NewKVClient(c).Txn(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	return s.r.Txn(ctx, req)
 }
 
 func (s *kvServer) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
 	if err := kvrules.CheckCompaction(req); err != nil {
 		return nil, err
+	}
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.CompactionResponse, error) {
+		return pb.NewKVClient(c).Compact(ctx, req)
+	}); ok {
+		return resp, err
 	}
 	return s.r.Compact(ctx, req)
 }
@@ -73,7 +93,10 @@ func (s *kvServer) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreaming
 // readTxn serves a Txn whose ops are all Ranges at one read revision, as
 // etcd serves it on its read path: compares and ranges see the same state.
 func (r *Router) readTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	view := r.node.oracle.View()
+	view, err := r.readView(ctx, false)
+	if err != nil {
+		return nil, err
+	}
 	compares := kvrules.TxnCompares(req)
 	results := make([]bool, len(compares))
 	for i, c := range compares {
@@ -145,7 +168,10 @@ func (r *Router) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
 	}
 	ctx := stream.Context()
-	view := r.node.oracle.View()
+	view, err := r.readView(ctx, req.Serializable)
+	if err != nil {
+		return err
+	}
 	if err := kvrules.CheckRangeState(req, kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
 		return err
 	}

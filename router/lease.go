@@ -28,10 +28,20 @@ type leaseServer struct {
 }
 
 func (s *leaseServer) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
+		return pb.NewLeaseClient(c).LeaseGrant(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	return s.r.LeaseGrant(ctx, req)
 }
 
 func (s *leaseServer) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
+		return pb.NewLeaseClient(c).LeaseRevoke(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	rev, err := s.r.RevokeLease(ctx, req.ID)
 	if err != nil {
 		return nil, err
@@ -40,13 +50,27 @@ func (s *leaseServer) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeReques
 }
 
 func (s *leaseServer) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseTimeToLiveResponse, error) {
+		return pb.NewLeaseClient(c).LeaseTimeToLive(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	return s.r.LeaseTimeToLive(ctx, req)
 }
 
 // LeaseLeases lists the leases soonest to expire first, as etcd's lessor
 // does (a lease the lease actor does not track yet sorts last).
-func (s *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	expiries, err := s.r.lessor.Expiries(ctx)
+func (s *leaseServer) LeaseLeases(ctx context.Context, req *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
+	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.LeaseLeasesResponse, error) {
+		return pb.NewLeaseClient(c).LeaseLeases(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	lessor, err := s.r.leases()
+	if err != nil {
+		return nil, err
+	}
+	expiries, err := lessor.Expiries(ctx)
 	if err != nil {
 		return nil, toGRPC(err)
 	}
@@ -75,6 +99,12 @@ func (s *leaseServer) LeaseLeases(ctx context.Context, _ *pb.LeaseLeasesRequest)
 // expired lease is answered with TTL 0, as etcd does. The header is taken
 // before the renewal, so its revision never passes a revoke that follows.
 func (s *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKeepAliveRequest, pb.LeaseKeepAliveResponse]) error {
+	if conn, err := s.r.primary(stream.Context()); err != nil || conn != nil {
+		if err != nil {
+			return err
+		}
+		return s.r.forwardKeepAlive(conn, stream)
+	}
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -84,7 +114,11 @@ func (s *leaseServer) LeaseKeepAlive(stream grpc.BidiStreamingServer[pb.LeaseKee
 			return err
 		}
 		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: s.r.header(s.r.node.oracle.View().Rev)}
-		ttl, err := s.r.lessor.Renew(stream.Context(), req.ID)
+		lessor, err := s.r.leases()
+		if err != nil {
+			return err
+		}
+		ttl, err := lessor.Renew(stream.Context(), req.ID)
 		switch {
 		case errors.Is(err, leaseactor.ErrNotFound):
 			ttl = 0
@@ -123,7 +157,9 @@ func (r *Router) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb
 	if err != nil {
 		return nil, toGRPC(err)
 	}
-	r.lessor.Granted(id, ttl)
+	if l, err := r.leases(); err == nil {
+		l.Granted(id, ttl)
+	}
 	return &pb.LeaseGrantResponse{Header: r.header(r.node.oracle.View().Rev), ID: id, TTL: ttl}, nil
 }
 
@@ -136,7 +172,11 @@ func (r *Router) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveReq
 		return &pb.LeaseTimeToLiveResponse{Header: r.header(v.Rev), ID: req.ID, TTL: -1}, nil
 	}
 	resp := &pb.LeaseTimeToLiveResponse{Header: r.header(v.Rev), ID: req.ID, GrantedTTL: l.Ttl, TTL: l.Ttl}
-	left, _, err := r.lessor.Remaining(ctx, req.ID)
+	lessor, err := r.leases()
+	if err != nil {
+		return nil, err
+	}
+	left, _, err := lessor.Remaining(ctx, req.ID)
 	switch {
 	case err == nil:
 		resp.TTL = int64(left.Seconds())
@@ -164,16 +204,11 @@ func (r *Router) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveReq
 // at one revision, and the lease with it (a lease with no key goes
 // without taking a revision). It returns the revision to report.
 func (r *Router) RevokeLease(ctx context.Context, id int64) (int64, error) {
-	for attempt := 0; ; attempt++ {
-		rev, err := r.revokeOnce(ctx, id)
-		if errors.Is(err, errRetry) && attempt < 100 {
-			continue
-		}
-		if err == nil {
-			r.lessor.Revoked(id)
-		}
-		return rev, err
+	rev, err := retry(ctx, func() (int64, error) { return r.revokeOnce(ctx, id) })
+	if l, lerr := r.leases(); err == nil && lerr == nil {
+		l.Revoked(id)
 	}
+	return rev, err
 }
 
 func (r *Router) revokeOnce(ctx context.Context, id int64) (int64, error) {
@@ -193,7 +228,7 @@ func (r *Router) revokeOnce(ctx context.Context, id int64) (int64, error) {
 		w.shards = append(w.shards, sw)
 		res, err := sw.s.Latch(ctx, sw.latch)
 		if err != nil {
-			return 0, toGRPC(err)
+			return 0, latchErr(err)
 		}
 		sw.latched = true
 		for _, k := range res.LeaseKeys {

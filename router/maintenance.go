@@ -2,11 +2,16 @@ package router
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/version"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/mosaic-kv/mosaic/revision"
 )
 
 // maintenanceServer is the part of etcd's Maintenance service the tools use.
@@ -25,7 +30,7 @@ func (s *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 		Version:          version.Version,
 		DbSize:           size,
 		DbSizeInUse:      size,
-		Leader:           v.MemberID,
+		Leader:           s.r.leaderID(v),
 		RaftIndex:        v.Applied,
 		RaftTerm:         v.Term,
 		RaftAppliedIndex: v.Applied,
@@ -62,12 +67,68 @@ type clusterServer struct {
 
 func (s *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	v := s.r.node.oracle.View()
+	self := &pb.Member{ID: v.MemberID, Name: s.r.name, PeerURLs: s.r.peerURLs, ClientURLs: s.r.clientURLs}
 	// etcd answers membership from the cluster store, not the KV store:
 	// its header carries no revision.
-	return &pb.MemberListResponse{
-		Header: s.r.header(0),
-		Members: []*pb.Member{{
-			ID: v.MemberID, Name: s.r.name, PeerURLs: s.r.peerURLs, ClientURLs: s.r.clientURLs,
-		}},
-	}, nil
+	resp := &pb.MemberListResponse{Header: s.r.header(0), Members: []*pb.Member{self}}
+	if md, ok := metadata.FromIncomingContext(ctx); !s.r.node.cluster || (ok && len(md.Get(forwardedKey)) > 0) {
+		return resp, nil // a member asks for this one's own entry
+	}
+	resp.Members = s.r.memberList(ctx, self)
+	return resp, nil
+}
+
+// memberList lists the initial members in id order. Each member's client
+// URLs are its own to tell: they are asked for over its peer listener and
+// remembered, so a member that is down is still listed with them.
+func (r *Router) memberList(ctx context.Context, self *pb.Member) []*pb.Member {
+	members := r.node.Members()
+	out := make([]*pb.Member, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		if m.ID == self.ID {
+			out[i] = self
+			continue
+		}
+		out[i] = &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs}
+		wg.Add(1)
+		go func(i int, m Member) {
+			defer wg.Done()
+			if urls, ok := r.memberClientURLs(ctx, m.ID); ok {
+				out[i].ClientURLs = urls
+			}
+		}(i, m)
+	}
+	wg.Wait()
+	return out
+}
+
+func (r *Router) memberClientURLs(ctx context.Context, id uint64) ([]string, bool) {
+	conn, err := r.fwd.conn(r.node, id)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(outgoing(ctx), 500*time.Millisecond)
+		resp, err := pb.NewClusterClient(conn).MemberList(cctx, &pb.MemberListRequest{})
+		cancel()
+		if err == nil && len(resp.Members) == 1 && resp.Members[0].ID == id {
+			r.fwd.mu.Lock()
+			if r.fwd.clientURLs == nil {
+				r.fwd.clientURLs = map[uint64][]string{}
+			}
+			r.fwd.clientURLs[id] = resp.Members[0].ClientURLs
+			r.fwd.mu.Unlock()
+		}
+	}
+	r.fwd.mu.Lock()
+	defer r.fwd.mu.Unlock()
+	urls, ok := r.fwd.clientURLs[id]
+	return urls, ok
+}
+
+// leaderID is the member etcd would report as leader: in a cluster the
+// oracle's leader (which runs the writes), else this member.
+func (r *Router) leaderID(v *revision.View) uint64 {
+	if r.node.cluster {
+		return v.Lead
+	}
+	return v.MemberID
 }

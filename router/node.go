@@ -39,6 +39,15 @@ type NodeConfig struct {
 	ClusterID, MemberID uint64
 	// UnsafeNoFsync: the Raft log is not synced (etcd's --unsafe-no-fsync).
 	UnsafeNoFsync bool
+	// Members is the initial cluster (see InitialCluster). With more than
+	// one, every Raft group has them all as voters, with MemberID as this
+	// node's Raft id, and the node talks to them on their peer URLs.
+	Members []Member
+	// Token is the cluster token; peers with another are refused.
+	Token string
+	// TickInterval is one Raft heartbeat (etcd's --heartbeat-interval,
+	// default 100ms); an election takes 10 ticks.
+	TickInterval time.Duration
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -72,9 +81,23 @@ type Node struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	lastCkpt *checkpoint
+
+	// cluster: several members; every group has them all as voters.
+	cluster   bool
+	peers     []uint64
+	transport *actors.Transport
+	members   []Member
+	tickStop  chan struct{}
+	tickDone  chan struct{}
+
+	// early holds decisions for ranges whose shard is not running yet
+	// (while the node starts, or a split's new range starts); the shard
+	// gets them when it starts.
+	earlyMu sync.Mutex
+	early   map[uint64][]revision.Decided
 }
 
-const nodeID = 1 // single-node: every group has this one voter
+const singleNodeID = 1 // single node: every group has this one voter
 
 // OpenNode opens (or creates) the node's data dir and starts its actors.
 func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
@@ -96,11 +119,21 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
-	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: nodeID, shards: map[uint64]*shard.Shard{}, applied: make(chan struct{}), speculative: !c.NoSpeculation}
+	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
+		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}}
+	if len(c.Members) > 1 {
+		if err := n.joinCluster(c); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.oracle, err = revision.Start(n.sys, revision.Config{
-		NodeID: nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
-		Notify:    n.deliver,
-		ClusterID: orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
+		NodeID: n.nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
+		Notify:        n.deliver,
+		NotifyAborted: n.aborted,
+		Peers:         n.peers,
+		Send:          n.sender(revision.GroupID),
+		ClusterID:     orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
 	})
 	if err != nil {
 		n.Close()
@@ -123,6 +156,8 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		}
 	}
 	n.started.Store(true)
+	n.tickStop, n.tickDone = make(chan struct{}), make(chan struct{})
+	go n.tickLoop()
 	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
 	every := c.CheckpointInterval
 	if every <= 0 {
@@ -185,15 +220,26 @@ func randomID() uint64 {
 func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
-		StartRev:  n.oracle.View().LastRev[d.Id],
-		OnApplied: n.signalApplied,
+		StartRev:     n.oracle.View().LastRev[d.Id],
+		OnApplied:    n.signalApplied,
+		Peers:        n.peers,
+		Send:         n.sender(d.Id),
+		PreferLeader: func() bool { return n.oracle.View().Leader },
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Registered and handed its early decisions under one lock, so that no
+	// decision falls between the two.
+	n.earlyMu.Lock()
 	n.mu.Lock()
 	n.shards[d.Id] = s
 	n.mu.Unlock()
+	if ds := n.early[d.Id]; len(ds) > 0 {
+		s.Deliver(ds)
+	}
+	delete(n.early, d.Id)
+	n.earlyMu.Unlock()
 	return s, nil
 }
 
@@ -212,16 +258,26 @@ func (n *Node) appliedSignal() <-chan struct{} {
 	return n.applied
 }
 
-// deliver routes the oracle's decisions to the shard of a range.
+// deliver routes the oracle's decisions to the shard of a range, or keeps
+// them until it starts: every replica must apply every decision.
 func (n *Node) deliver(rangeID uint64, ds []revision.Decided) {
 	if s := n.shard(rangeID); s != nil {
 		s.Deliver(ds)
 		return
 	}
-	// While the oracle replays its log at start, shards are not running
-	// yet; they resolve their pending intents themselves once they are.
-	if n.started.Load() {
-		n.lg.Error("decision for a range with no local shard", zap.Uint64("range", rangeID))
+	n.earlyMu.Lock()
+	defer n.earlyMu.Unlock()
+	if s := n.shard(rangeID); s != nil {
+		s.Deliver(ds)
+		return
+	}
+	n.early[rangeID] = append(n.early[rangeID], ds...)
+}
+
+// aborted tells every shard that transactions were aborted.
+func (n *Node) aborted(txns []uint64) {
+	for _, s := range n.allShards() {
+		s.Aborted(txns)
 	}
 }
 
@@ -288,6 +344,13 @@ func (n *Node) Close() {
 	if n.stop != nil {
 		close(n.stop)
 		<-n.stopped
+	}
+	if n.tickStop != nil {
+		close(n.tickStop)
+		<-n.tickDone
+	}
+	if n.transport != nil {
+		n.transport.Close()
 	}
 	for _, s := range n.allShards() {
 		s.Stop()

@@ -3,7 +3,10 @@ package router
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -19,7 +22,12 @@ import (
 // Router serves the client APIs of one node.
 type Router struct {
 	node            *Node
-	lessor          *leaseactor.Lessor
+	fwd             forwarder
+	lessorMu        sync.Mutex
+	lessor          *leaseactor.Lessor // nil while this node is not the primary
+	lessorCfg       leaseactor.Config
+	stopWatch       chan struct{}
+	watchDone       chan struct{}
 	minLeaseTTL     int64
 	ids             *txnIDs
 	maxRequestBytes int
@@ -48,13 +56,14 @@ type Options struct {
 	WatchProgressNotifyInterval time.Duration
 }
 
-// New returns a Router over an open node and starts its lease primary.
+// New returns a Router over an open node and starts its lease primary
+// (in a cluster, whenever this node leads the oracle).
 func New(n *Node, o Options) (*Router, error) {
 	r := &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
 		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs,
 		minLeaseTTL:                 minLeaseTTLFor(o.HeartbeatInterval, o.ElectionTimeout),
 		watchProgressNotifyInterval: o.WatchProgressNotifyInterval}
-	lessor, err := leaseactor.Start(n.sys, leaseactor.Config{
+	r.lessorCfg = leaseactor.Config{
 		Revoke: func(ctx context.Context, id int64) error {
 			_, err := r.RevokeLease(ctx, id)
 			if errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) {
@@ -66,16 +75,111 @@ func New(n *Node, o Options) (*Router, error) {
 		CheckpointInterval: o.LeaseCheckpointInterval,
 		Extend:             o.ElectionTimeout, // etcd's Promote(ElectionTimeout)
 		Logger:             n.lg,
-	}, n.oracle.View().Leases)
-	if err != nil {
-		return nil, err
 	}
-	r.lessor = lessor
+	if !n.cluster {
+		if err := r.startLessor(); err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+	r.stopWatch, r.watchDone = make(chan struct{}), make(chan struct{})
+	go r.followPrimary()
 	return r, nil
 }
 
+// startLessor starts the lease primary from the oracle's leases (each
+// with its checkpointed remaining TTL, extended as etcd's new leader does).
+func (r *Router) startLessor() error {
+	l, err := leaseactor.Start(r.node.sys, r.lessorCfg, r.node.oracle.View().Leases)
+	if err != nil {
+		return err
+	}
+	r.lessorMu.Lock()
+	r.lessor = l
+	r.lessorMu.Unlock()
+	return nil
+}
+
+func (r *Router) stopLessor() {
+	r.lessorMu.Lock()
+	l := r.lessor
+	r.lessor = nil
+	r.lessorMu.Unlock()
+	if l != nil {
+		l.Stop()
+	}
+}
+
+// leases is the lease primary, or etcd's "not leader" on a node that is
+// not (or no longer) the primary.
+func (r *Router) leases() (*leaseactor.Lessor, error) {
+	r.lessorMu.Lock()
+	defer r.lessorMu.Unlock()
+	if r.lessor == nil {
+		return nil, rpctypes.ErrGRPCNotLeader
+	}
+	return r.lessor, nil
+}
+
+// followPrimary runs the lease primary exactly while this node leads the
+// oracle: only the primary expires leases.
+func (r *Router) followPrimary() {
+	defer close(r.watchDone)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	running := false
+	for {
+		select {
+		case <-r.stopWatch:
+			return
+		case <-t.C:
+		}
+		leader := r.node.oracle.View().Leader
+		switch {
+		case leader && !running:
+			if err := r.startLessor(); err != nil {
+				r.node.lg.Error("starting the lease primary failed", zap.Error(err))
+				continue
+			}
+			running = true
+		case !leader && running:
+			r.stopLessor()
+			running = false
+		}
+	}
+}
+
 // Close stops the router's lease primary.
-func (r *Router) Close() { r.lessor.Stop() }
+func (r *Router) Close() {
+	if r.stopWatch != nil {
+		close(r.stopWatch)
+		<-r.watchDone
+	}
+	r.stopLessor()
+	r.fwd.close()
+}
+
+// readView is the view a read is served at: for a serializable read, this
+// node's latest; for a linearizable one in a cluster, one at least as new
+// as the revision the oracle's leader confirms (every write acknowledged
+// before the read began is in it).
+func (r *Router) readView(ctx context.Context, serializable bool) (*revision.View, error) {
+	if serializable || !r.node.cluster {
+		return r.node.oracle.View(), nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, leaderWait+2*time.Second)
+	defer cancel()
+	if _, err := r.node.oracle.ReadRev(rctx); err != nil {
+		if errors.Is(err, revision.ErrNotLeader) {
+			return nil, rpctypes.ErrGRPCNoLeader
+		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, rpctypes.ErrGRPCTimeout
+		}
+		return nil, toGRPC(err)
+	}
+	return r.node.oracle.View(), nil
+}
 
 // header is etcd's response header at revision rev.
 func (r *Router) header(rev int64) *pb.ResponseHeader {
@@ -90,7 +194,10 @@ func (r *Router) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err := kvrules.CheckRange(req); err != nil {
 		return nil, err
 	}
-	view := r.node.oracle.View()
+	view, err := r.readView(ctx, req.Serializable)
+	if err != nil {
+		return nil, err
+	}
 	if err := kvrules.CheckRangeState(req, kvrules.State{CurrentRev: view.Rev, CompactRev: view.CompactRev}); err != nil {
 		return nil, err
 	}

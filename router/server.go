@@ -43,6 +43,14 @@ func (r *Router) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	return s
 }
 
+// RegisterForwarded serves, on the peer listener, the services other
+// members forward requests of (see forward.go).
+func (r *Router) RegisterForwarded(s *grpc.Server) {
+	pb.RegisterKVServer(s, &kvServer{r: r})
+	pb.RegisterLeaseServer(s, &leaseServer{r: r})
+	pb.RegisterClusterServer(s, &clusterServer{r: r})
+}
+
 // DiskSize is the bytes the node's stores take on disk.
 func (n *Node) DiskSize() int64 {
 	var total int64

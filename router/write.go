@@ -36,6 +36,46 @@ const applyTimeout = 60 * time.Second
 // errRetry is returned by one attempt when the range table changed under it.
 var errRetry = errors.New("range table changed")
 
+// errNoLead is returned by one attempt that found a range without a leader
+// on this node (a leadership is moving here), before anything of it could
+// apply: the attempt is run again after a pause, for up to leaderWait.
+var errNoLead = errors.New("range leader not here")
+
+// retry runs attempt until it neither hits a range table change nor a
+// range without its leader here.
+func retry[T any](ctx context.Context, attempt func() (T, error)) (T, error) {
+	deadline := time.Now().Add(leaderWait)
+	for n := 0; ; n++ {
+		resp, err := attempt()
+		switch {
+		case errors.Is(err, errRetry) && n < 100:
+			continue
+		case errors.Is(err, errNoLead):
+			if time.Now().After(deadline) {
+				return resp, rpctypes.ErrGRPCNoLeader
+			}
+			select {
+			case <-ctx.Done():
+				return resp, toGRPC(ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		return resp, err
+	}
+}
+
+// latchErr maps a Latch failure to what the attempt returns.
+func latchErr(err error) error {
+	switch {
+	case errors.Is(err, shard.ErrRangeMoved):
+		return errRetry
+	case errors.Is(err, shard.ErrNotLeader):
+		return errNoLead
+	}
+	return toGRPC(err)
+}
+
 // txnWork is one Txn being executed: its compares, the latches it needs on
 // each shard, and what each shard answered.
 type txnWork struct {
@@ -66,13 +106,7 @@ type shardWork struct {
 
 // Txn runs a Txn (and, wrapped in one, every Put and DeleteRange).
 func (r *Router) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	for attempt := 0; ; attempt++ {
-		resp, err := r.txnOnce(ctx, req)
-		if errors.Is(err, errRetry) && attempt < 100 {
-			continue
-		}
-		return resp, err
-	}
+	return retry(ctx, func() (*pb.TxnResponse, error) { return r.txnOnce(ctx, req) })
 }
 
 // treeWrites lists every Put and DeleteRange of the whole txn tree (both
@@ -154,11 +188,8 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 			return nil, errRetry
 		}
 		res, err := sw.s.Latch(ctx, sw.latch)
-		if errors.Is(err, shard.ErrRangeMoved) {
-			return nil, errRetry
-		}
 		if err != nil {
-			return nil, toGRPC(err)
+			return nil, latchErr(err)
 		}
 		sw.res, sw.latched = res, true
 	}
@@ -394,11 +425,31 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 			err = ctx.Err()
 		}
 		if err != nil {
-			_ = r.node.oracle.Abort(ctx, w.txn)
-			return 0, nil, toGRPC(err)
+			// Abort so that no intent of it ever applies; once that is
+			// certain, an attempt that lost its range's leader runs again.
+			_, aerr := r.node.oracle.Resolve(ctx, w.txn)
+			lostLead := errors.Is(err, shard.ErrNotLeader) || errors.Is(err, shard.ErrLeaderChanged)
+			switch {
+			case errors.Is(aerr, revision.ErrAborted) && lostLead:
+				return 0, nil, errNoLead
+			case aerr == nil || errors.Is(aerr, revision.ErrAborted):
+				return 0, nil, toGRPC(err)
+			}
+			return 0, nil, rpctypes.ErrGRPCLeaderChanged // the outcome is unknown
 		}
 	}
 	rev, err := r.node.oracle.Decide(ctx, d)
+	if errors.Is(err, revision.ErrNotLeader) {
+		// The oracle lost its lead with the decision in flight: ask the
+		// new leader what became of it.
+		rev, err = r.node.oracle.Resolve(ctx, w.txn)
+		switch {
+		case errors.Is(err, revision.ErrAborted):
+			return 0, nil, errNoLead // certain never to apply: run it again
+		case err != nil:
+			err = revision.ErrNotLeader
+		}
+	}
 	if err != nil {
 		return 0, nil, toGRPC(err)
 	}
@@ -489,6 +540,10 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCLeaseNotFound
 	case errors.Is(err, revision.ErrAborted):
 		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, revision.ErrNotLeader), errors.Is(err, shard.ErrLeaderChanged):
+		return rpctypes.ErrGRPCLeaderChanged
+	case errors.Is(err, shard.ErrNotLeader):
+		return rpctypes.ErrGRPCNoLeader
 	case errors.Is(err, revision.ErrCompactedRev):
 		return rpctypes.ErrGRPCCompacted
 	case errors.Is(err, revision.ErrFutureRev):

@@ -154,3 +154,13 @@ func dropTxn(xs []*latchSet, txn uint64) []*latchSet {
 
 // idle reports whether no latch is held or waited for.
 func (l *latches) idle() bool { return len(l.held) == 0 && len(l.waiting) == 0 }
+
+// holds reports whether txn holds granted latches.
+func (l *latches) holds(txn uint64) bool {
+	for _, h := range l.held {
+		if h.txn == txn {
+			return true
+		}
+	}
+	return false
+}

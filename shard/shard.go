@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -28,9 +29,22 @@ import (
 // the request's span; the router retries with a fresh range table.
 var ErrRangeMoved = errors.New("shard: key span is no longer owned by this range")
 
-// Resolver is what a shard asks about intents it finds after a restart.
+// ErrNotLeader: this replica does not lead the range's group (or is still
+// resolving what its predecessor left); the router retries elsewhere or
+// later. Nothing of the request entered the log.
+var ErrNotLeader = errors.New("shard: not the range's leader")
+
+// ErrLeaderChanged: the replica lost the lead after the intent was
+// proposed; it may or may not commit. The router aborts the transaction
+// to learn its fate.
+var ErrLeaderChanged = errors.New("shard: leader changed while the intent was proposed")
+
+// Resolver is what a shard asks about intents it finds after a restart or
+// when it becomes leader: Resolve aborts an undecided transaction (on the
+// oracle's leader), Fate only looks it up in this node's oracle replica.
 type Resolver interface {
 	Resolve(ctx context.Context, txn uint64) (int64, error)
+	Fate(ctx context.Context, txn uint64) (int64, bool, error)
 }
 
 // Config configures a shard replica.
@@ -44,6 +58,13 @@ type Config struct {
 	StartRev int64 // applied revision of a range that has no state yet (a split's right side)
 	// OnApplied, if set, is called (from the actor) after every apply.
 	OnApplied func()
+	// Peers are the voters of a group created here (nil: this node alone);
+	// Send carries messages to the other replicas.
+	Peers []uint64
+	Send  func(msgs []*raftpb.Message)
+	// PreferLeader reports whether this node should lead the range (it
+	// leads the oracle): the replica then asks for the lead.
+	PreferLeader func() bool
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -58,6 +79,7 @@ type Shard struct {
 	ready   chan struct{}
 	desc    atomic.Pointer[raftcmdpb.RangeDesc]
 	index   atomic.Uint64
+	leading atomic.Bool
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -229,6 +251,22 @@ func (s *Shard) CompactLog(index uint64) { s.root.Send(s.pid, &compactLogMsg{ind
 // Stop stops the actor and waits until it has stopped.
 func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
 
+// Step hands the range's group a message from another replica.
+func (s *Shard) Step(m *raftpb.Message) { s.root.Send(s.pid, &stepMsg{m: m}) }
+
+// Tick advances the group's clock by one heartbeat interval.
+func (s *Shard) Tick() { s.root.Send(s.pid, tickMsg{}) }
+
+// Unreachable tells the group that a message to replica to was dropped.
+func (s *Shard) Unreachable(to uint64) { s.root.Send(s.pid, unreachableMsg{to: to}) }
+
+// Aborted tells the shard that the oracle aborted these transactions: their
+// intents are dropped, now or when they commit here.
+func (s *Shard) Aborted(txns []uint64) { s.root.Send(s.pid, &abortedMsg{txns: txns}) }
+
+// Leader reports whether this replica leads the range and serves latches.
+func (s *Shard) Leader() bool { return s.leading.Load() }
+
 type latchMsg struct {
 	req   *LatchRequest
 	reply chan latchReply
@@ -261,9 +299,17 @@ type persistedMsg struct{ err error }
 type freezeMsg struct{ reply chan struct{} }
 type unfreezeMsg struct{ desc *raftcmdpb.RangeDesc }
 type resolvedMsg struct {
-	fates map[uint64]int64 // 0 = aborted
+	fates map[uint64]int64 // 0 = aborted; absent = unknown (left pending)
 	err   error
+	// epoch: the leadership this resolution was made for (0: restart).
+	epoch uint64
 }
+type stepMsg struct{ m *raftpb.Message }
+type tickMsg struct{}
+type unreachableMsg struct{ to uint64 }
+type abortedMsg struct{ txns []uint64 }
+type leadRetryMsg struct{ epoch uint64 }
+type sweptMsg struct{}
 
 // intent is an intent committed in the log, waiting for its decision.
 type intent struct {
@@ -271,6 +317,7 @@ type intent struct {
 	ops     []*raftcmdpb.Op
 	index   uint64 // Raft entry holding it
 	applied chan Applied
+	since   time.Time // when it committed here
 }
 
 // shardActor owns one replica's Raft group, latches and intents.
@@ -306,6 +353,22 @@ type shardActor struct {
 	frozen     []chan struct{}
 	isFrozen   bool
 	stash      []any
+
+	// cluster: the group has several voters. leader: this replica leads
+	// it; leading: and has resolved every intent its predecessors left, so
+	// it grants latches. epoch counts leaderships, to ignore late answers.
+	cluster       bool
+	leader        bool
+	leading       bool
+	leadFrom      uint64 // first index of this leadership
+	leadResolving bool
+	epoch         uint64
+	lastTransfer  time.Time
+	// aborted remembers aborts whose intents have not committed here yet.
+	aborted     map[uint64]time.Time
+	sweeping    bool
+	lastSwept   time.Time
+	pendingLead bool // leading once the resolved intents have applied
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -323,7 +386,27 @@ func (a *shardActor) Receive(ctx actor.Context) {
 			a.lg.Fatal("shard", zap.Error(err))
 		}
 	case *resolvedMsg:
-		a.finishRecovery(m)
+		if m.epoch != 0 {
+			a.finishLeadResolve(m)
+		} else {
+			a.finishRecovery(m)
+		}
+	case *stepMsg:
+		_ = a.group.Step(m.m)
+	case tickMsg:
+		a.onTick()
+	case unreachableMsg:
+		a.group.ReportUnreachable(m.to)
+	case *abortedMsg:
+		for _, txn := range m.txns {
+			a.onAborted(txn)
+		}
+	case *leadRetryMsg:
+		if m.epoch == a.epoch && a.leader && !a.leading {
+			a.leadResolving = false
+		}
+	case sweptMsg:
+		a.sweeping = false
 	case *compactLogMsg:
 		if err := a.group.Compact(min(m.index, a.lowWaterNow())); err != nil {
 			a.lg.Error("shard: raft log compaction failed", zap.Error(err))
@@ -337,6 +420,9 @@ func (a *shardActor) Receive(ctx actor.Context) {
 	}
 	a.flushProposals()
 	a.group.Drive(a.applyEntries)
+	if a.cluster {
+		a.watchLeader()
+	}
 }
 
 func (a *shardActor) handle1(msg any) {
@@ -346,6 +432,12 @@ func (a *shardActor) handle1(msg any) {
 	case *leaseKeysMsg:
 		m.reply <- a.leaseKeys(m.id)
 	case *proposeMsg:
+		if a.cluster && !a.latches.holds(m.txn) {
+			// Its latches went with a lost leadership: what they admitted
+			// may no longer hold.
+			m.committed <- ErrNotLeader
+			return
+		}
 		a.proposals = append(a.proposals, m)
 	case *releaseMsg:
 		a.release(m.txn)
@@ -415,6 +507,8 @@ func (a *shardActor) start() error {
 	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
 		Group: c.Desc.Id, NodeID: c.NodeID, Applied: index, Store: c.Logs, Logger: a.lg,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
+		Peers:   c.Peers,
+		Send:    c.Send,
 	})
 	if err != nil {
 		return err
@@ -438,6 +532,16 @@ func (a *shardActor) start() error {
 	a.handle.setApplied(a.appliedRev)
 	a.startLast = a.group.LastIndex()
 	a.recovering = true
+	a.aborted = map[uint64]time.Time{}
+	a.cluster = len(c.Peers) > 1
+	if a.cluster {
+		// Apply what is known committed, then look the intents found up in
+		// this node's oracle replica; the group elects its leader by itself.
+		a.group.Drive(a.applyEntries)
+		a.resolving = true
+		a.startRecovery()
+		return nil
+	}
 	return a.group.Campaign()
 }
 
@@ -449,6 +553,9 @@ func (a *shardActor) finishRecovery(m *resolvedMsg) {
 	}
 	var ds []revision.Decided
 	for txn, rev := range m.fates {
+		if _, ok := a.intents[txn]; !ok {
+			continue
+		}
 		switch {
 		case rev == 0:
 			a.dropIntent(txn)
@@ -463,6 +570,11 @@ func (a *shardActor) finishRecovery(m *resolvedMsg) {
 	a.persistIndex()
 	a.recovering = false
 	close(a.handle.ready)
+	a.unstash()
+}
+
+// unstash handles the messages that waited for recovery.
+func (a *shardActor) unstash() {
 	stash := a.stash
 	a.stash = nil
 	for _, s := range stash {
@@ -482,7 +594,11 @@ func (a *shardActor) owns(sp Span) bool {
 }
 
 func (a *shardActor) onLatch(m *latchMsg) {
-	if a.isFrozen {
+	if a.cluster && !a.leader {
+		m.reply <- latchReply{err: ErrNotLeader}
+		return
+	}
+	if a.isFrozen || (a.cluster && !a.leading) {
 		a.stash = append(a.stash, m)
 		return
 	}
@@ -570,14 +686,16 @@ func (a *shardActor) evaluate(m *latchMsg) {
 	m.reply <- latchReply{res: res}
 }
 
-// release drops a transaction's latches, pending proposal and intent, and
-// evaluates the requests that were waiting for them.
+// release drops a transaction's latches and its proposal not yet in the
+// log, and evaluates the requests that were waiting for them. An intent in
+// the log stays until its decision applies or the oracle says it aborted
+// (onAborted): only the oracle knows whether it will be decided.
 func (a *shardActor) release(txn uint64) {
 	if m, ok := a.grantsTo[txn]; ok {
 		delete(a.grantsTo, txn)
 		m.reply <- latchReply{err: context.Canceled}
 	}
-	a.dropIntent(txn)
+	a.dropProposal(txn)
 	for _, ls := range a.latches.release(txn) {
 		if m, ok := a.grantsTo[ls.txn]; ok {
 			delete(a.grantsTo, ls.txn)
@@ -592,6 +710,11 @@ func (a *shardActor) dropIntent(txn uint64) {
 		delete(a.intents, txn)
 		a.resolved(in.index)
 	}
+	a.dropProposal(txn)
+}
+
+// dropProposal forgets a proposal not yet put into a log entry.
+func (a *shardActor) dropProposal(txn uint64) {
 	for i, p := range a.proposals {
 		if p.txn == txn {
 			a.proposals = append(a.proposals[:i], a.proposals[i+1:]...)
@@ -663,13 +786,20 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 		for _, in := range cmd.Intents {
 			p := a.waiting[in.TxnId]
 			delete(a.waiting, in.TxnId)
-			it := &intent{txn: in.TxnId, ops: in.Ops, index: e.GetIndex()}
+			if _, ok := a.aborted[in.TxnId]; ok {
+				delete(a.aborted, in.TxnId)
+				if p != nil && p.committed != nil {
+					p.committed <- revision.ErrAborted
+				}
+				continue
+			}
+			it := &intent{txn: in.TxnId, ops: in.Ops, index: e.GetIndex(), since: time.Now()}
 			if p != nil {
 				it.applied = p.applied
 			}
 			a.intents[in.TxnId] = it
 			a.perEntry[e.GetIndex()]++
-			if p != nil {
+			if p != nil && p.committed != nil {
 				p.committed <- nil
 			}
 		}
@@ -693,6 +823,26 @@ func (a *shardActor) startRecovery() {
 		txns = append(txns, t)
 	}
 	oracle, self, root := a.cfg.Oracle, a.self, a.handle.root
+	if a.cluster {
+		// Only the oracle's leader may abort; here the fates this node's
+		// replica knows are used, and the other intents wait for their
+		// decision or abort to arrive.
+		go func() {
+			fates := map[uint64]int64{}
+			for _, t := range txns {
+				rev, known, err := oracle.Fate(context.Background(), t)
+				if err != nil {
+					root.Send(self, &resolvedMsg{err: err})
+					return
+				}
+				if known {
+					fates[t] = rev
+				}
+			}
+			root.Send(self, &resolvedMsg{fates: fates})
+		}()
+		return
+	}
 	go func() {
 		fates := map[uint64]int64{}
 		for _, t := range txns {
@@ -733,7 +883,9 @@ func (a *shardActor) applyReady() {
 			a.decided = a.decided[1:]
 			continue
 		}
-		if a.inFlight(d.TxnID) {
+		if a.inFlight(d.TxnID) || a.cluster {
+			// In a cluster, a decided intent is committed but may not have
+			// reached this replica's log yet.
 			break
 		}
 		a.lg.Error("shard: decision for an unknown intent", zap.Uint64("txn", d.TxnID), zap.Int64("rev", d.Rev))
@@ -744,6 +896,9 @@ func (a *shardActor) applyReady() {
 	}
 	if len(batch) > 0 {
 		a.applyDecided(batch)
+	}
+	if a.pendingLead && len(a.intents) == 0 {
+		a.startLeading()
 	}
 }
 
@@ -979,6 +1134,217 @@ func (a *shardActor) applyBatch(ds []revision.Decided, pre map[int32][]*mvccpb.K
 		}
 		a.release(d.in.txn)
 	}
+}
+
+// onAborted drops an aborted transaction's intent, or remembers the abort
+// until the intent commits here.
+func (a *shardActor) onAborted(txn uint64) {
+	if in, ok := a.intents[txn]; ok {
+		delete(a.intents, txn)
+		a.resolved(in.index)
+		if in.applied != nil {
+			in.applied <- Applied{Err: revision.ErrAborted}
+		}
+		a.checkFrozen()
+		return
+	}
+	if p, ok := a.waiting[txn]; ok || a.cluster {
+		_ = p
+		a.aborted[txn] = time.Now()
+	}
+}
+
+// abortMemory is how long an abort is remembered for an intent that has
+// not committed here.
+const abortMemory = 5 * time.Minute
+
+// staleIntent: an intent undecided for this long is resolved by the leader
+// (its router most likely failed between intent and decision).
+const staleIntent = 10 * time.Second
+
+func (a *shardActor) onTick() {
+	a.group.Tick()
+	now := time.Now()
+	for txn, at := range a.aborted {
+		if now.Sub(at) > abortMemory {
+			delete(a.aborted, txn)
+		}
+	}
+	if a.cluster && !a.leader && a.cfg.PreferLeader != nil && a.cfg.PreferLeader() &&
+		a.group.Lead() != 0 && now.Sub(a.lastTransfer) > time.Second {
+		// Writes run on the oracle's leader: bring the range's lead there.
+		a.lastTransfer = now
+		a.group.TransferLeader(a.cfg.NodeID)
+	}
+	if (!a.cluster || a.leading) && !a.sweeping && now.Sub(a.lastSwept) > time.Second {
+		a.sweep(now)
+	}
+}
+
+// sweep asks the oracle to resolve intents left undecided too long: the
+// oracle decides or aborts each, and the outcome reaches every replica.
+func (a *shardActor) sweep(now time.Time) {
+	a.lastSwept = now
+	var txns []uint64
+	for txn, in := range a.intents {
+		if now.Sub(in.since) > staleIntent {
+			txns = append(txns, txn)
+		}
+	}
+	if len(txns) == 0 {
+		return
+	}
+	a.sweeping = true
+	oracle, self, root := a.cfg.Oracle, a.self, a.handle.root
+	go func() {
+		for _, t := range txns {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, _ = oracle.Resolve(ctx, t)
+			cancel()
+		}
+		root.Send(self, sweptMsg{})
+	}()
+}
+
+// watchLeader follows the group's leadership. A new leader first applies
+// everything its predecessors committed, then has the oracle resolve every
+// intent still pending (aborting those undecided), and only then grants
+// latches: a latch must never admit a request whose evaluation an intent
+// of a former leader could still change. A replica that loses the lead
+// drops its latches, so that nothing they admitted is proposed later.
+func (a *shardActor) watchLeader() {
+	leader := a.group.IsLeader()
+	switch {
+	case leader && !a.leader:
+		a.leader, a.leading, a.pendingLead = true, false, false
+		a.epoch++
+		a.leadFrom = a.group.LastIndex()
+		a.leadResolving = false
+	case !leader && a.leader:
+		a.leader, a.leading, a.pendingLead = false, false, false
+		a.handle.leading.Store(false)
+		a.epoch++
+		a.stepDown()
+	}
+	if a.leader && !a.leading && !a.leadResolving && !a.recovering && a.group.Applied() >= a.leadFrom {
+		a.leadResolving = true
+		a.resolveForLead()
+	}
+}
+
+// stepDown fails what only a leader can finish.
+func (a *shardActor) stepDown() {
+	for txn, m := range a.grantsTo {
+		delete(a.grantsTo, txn)
+		m.reply <- latchReply{err: ErrNotLeader}
+	}
+	a.latches = latches{}
+	keep := a.stash[:0]
+	for _, s := range a.stash {
+		if m, ok := s.(*latchMsg); ok {
+			m.reply <- latchReply{err: ErrNotLeader}
+			continue
+		}
+		keep = append(keep, s)
+	}
+	a.stash = keep
+	for _, p := range a.proposals {
+		p.committed <- ErrNotLeader
+	}
+	a.proposals = a.proposals[:0]
+	for _, p := range a.waiting {
+		if p.committed != nil {
+			p.committed <- ErrLeaderChanged
+			p.committed = nil
+		}
+	}
+}
+
+// resolveForLead asks the oracle for the fate of every pending intent.
+func (a *shardActor) resolveForLead() {
+	txns := make([]uint64, 0, len(a.intents))
+	for t := range a.intents {
+		txns = append(txns, t)
+	}
+	oracle, self, root, epoch := a.cfg.Oracle, a.self, a.handle.root, a.epoch
+	go func() {
+		fates := map[uint64]int64{}
+		for _, t := range txns {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			rev, err := oracle.Resolve(ctx, t)
+			cancel()
+			if errors.Is(err, revision.ErrAborted) {
+				rev, err = 0, nil
+			}
+			if err != nil {
+				root.Send(self, &resolvedMsg{err: err, epoch: epoch})
+				return
+			}
+			fates[t] = rev
+		}
+		root.Send(self, &resolvedMsg{fates: fates, epoch: epoch})
+	}()
+}
+
+// finishLeadResolve starts serving latches once every intent left by
+// earlier leaders is decided or aborted.
+func (a *shardActor) finishLeadResolve(m *resolvedMsg) {
+	if m.epoch != a.epoch || !a.leader {
+		return
+	}
+	if m.err != nil {
+		// Most likely the oracle has no leader on this node yet: try again.
+		epoch, self, root := a.epoch, a.self, a.handle.root
+		time.AfterFunc(200*time.Millisecond, func() { root.Send(self, &leadRetryMsg{epoch: epoch}) })
+		return
+	}
+	var ds []revision.Decided
+	for txn, rev := range m.fates {
+		if _, ok := a.intents[txn]; !ok {
+			continue
+		}
+		switch {
+		case rev == 0:
+			a.onAborted(txn)
+		case rev <= a.appliedRev:
+			a.dropIntent(txn) // applied before a restart
+		default:
+			ds = append(ds, revision.Decided{TxnID: txn, Rev: rev})
+		}
+	}
+	// Decisions arrive through the oracle's notifications too; the queue
+	// ignores what it already holds or applied.
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Rev < ds[j].Rev })
+	a.mergeDecided(ds)
+	if len(a.intents) > 0 {
+		// Decided intents must apply before latches are granted.
+		a.pendingLead = true
+		return
+	}
+	a.startLeading()
+}
+
+// mergeDecided adds decisions to the queue unless already there, keeping
+// it in revision order, and applies what it can.
+func (a *shardActor) mergeDecided(ds []revision.Decided) {
+	have := map[uint64]bool{}
+	for _, d := range a.decided {
+		have[d.TxnID] = true
+	}
+	for _, d := range ds {
+		if !have[d.TxnID] && d.Rev > a.appliedRev {
+			a.decided = append(a.decided, d)
+		}
+	}
+	sort.SliceStable(a.decided, func(i, j int) bool { return a.decided[i].Rev < a.decided[j].Rev })
+	a.applyReady()
+}
+
+func (a *shardActor) startLeading() {
+	a.pendingLead = false
+	a.leading = true
+	a.handle.leading.Store(true)
+	a.unstash()
 }
 
 // lowWaterAfter is the Raft index below which no intent stays unresolved

@@ -100,14 +100,12 @@ func serve(cfg *config, lg *zap.Logger) error {
 			memberID = m.ID
 		}
 	}
-	if len(initial) > 1 {
-		lg.Warn("--initial-cluster names several members: Mosaic runs them as one single-node store each until replication lands (issue 4)")
-	}
 	if cfg.UnsafeNoFsync {
 		lg.Warn("--unsafe-no-fsync: the Raft log is not synced; a power loss can lose acknowledged writes")
 	}
 	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
-		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync})
+		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync,
+		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval})
 	cancel()
 	if err != nil {
 		return err
@@ -145,9 +143,11 @@ func serve(cfg *config, lg *zap.Logger) error {
 		}
 		lns = append(lns, l)
 	}
-	// Peer listeners are bound now, as etcd does, so a port clash shows at
-	// start; they carry nothing until the cluster transport lands.
-	peers := grpc.NewServer()
+	// Peer listeners carry the Raft transport and the requests other
+	// members forward to this one when it runs the writes.
+	peers := grpc.NewServer(router.PeerServerOptions()...)
+	node.RegisterPeer(peers)
+	r.RegisterForwarded(peers)
 	var peerLns []net.Listener
 	for _, u := range cfg.ListenPeerURLs {
 		l, err := listen(u)
