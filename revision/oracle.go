@@ -73,6 +73,9 @@ type Config struct {
 	// this node alone). Send carries messages to the other replicas.
 	Peers []uint64
 	Send  func(msgs []*raftpb.Message)
+	// OnSplit is told of every split the replica applies (replaying its
+	// log too), in log order.
+	OnSplit func(*SplitResult)
 	// ClusterID and MemberID are used only when bootstrapping a new store.
 	ClusterID, MemberID uint64
 }
@@ -561,7 +564,15 @@ func (a *oracleActor) checkpoint(m *checkpointMsg) {
 
 // persist saves the state and the fates changed since the last save, and
 // returns the applied index the saved state covers.
+//
+// In a cluster the state is not saved: the whole log is replayed at start,
+// so that every decision is told again to the shards (a follower's shard
+// may get a decision before its intent, and must not miss it because the
+// saved state already held it). Logs are not truncated in a cluster yet.
 func (a *oracleActor) persist() uint64 {
+	if a.cluster {
+		return 0
+	}
 	if err := a.cfg.Meta.Save(a.state.pb, a.dirty, a.gone); err != nil {
 		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
 	}
@@ -814,6 +825,9 @@ func (a *oracleActor) deliver(fx Effects) {
 			a.compacters = a.compacters[1:]
 			m.reply <- fx.CompactErr
 		}
+	}
+	if fx.Split != nil && a.cfg.OnSplit != nil {
+		a.cfg.OnSplit(fx.Split)
 	}
 	if fx.Split != nil || fx.SplitErr != nil {
 		if len(a.splitters) > 0 {

@@ -51,7 +51,12 @@ type Effects struct {
 }
 
 // SplitResult names the two ranges a split produced.
-type SplitResult struct{ Left, Right *raftcmdpb.RangeDesc }
+type SplitResult struct {
+	Left, Right *raftcmdpb.RangeDesc
+	// StartRev: the right range holds, through its parent, every revision
+	// up to this one (the parent's last revision at the split).
+	StartRev int64
+}
 
 // State is the oracle's replicated state machine: pure, no I/O.
 type State struct {
@@ -234,7 +239,7 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		copy(s.pb.Ranges[i+2:], s.pb.Ranges[i+1:])
 		s.pb.Ranges[i+1] = right
 		s.pb.LastRev[right.Id] = s.pb.LastRev[left.Id]
-		return &SplitResult{Left: left, Right: right}, nil
+		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id]}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownRange, sp.RangeId)
 }

@@ -1,8 +1,11 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"go.uber.org/zap"
 
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
@@ -128,3 +131,45 @@ func (n *Node) Members() []Member { return n.members }
 
 // MemberID is this node's member id.
 func (n *Node) MemberID() uint64 { return n.oracle.View().MemberID }
+
+// onSplit follows a split the oracle applied (on every member, and while
+// replaying the oracle's log at start): the left range takes its new span,
+// and the right range's replica starts once the left one has applied every
+// revision up to the split, so that the new range's data is complete here
+// before it serves a read. Decisions for the new range wait in n.early.
+func (n *Node) onSplit(res *revision.SplitResult) {
+	n.startMu.Lock()
+	n.created[res.Right.Id] = res.StartRev
+	n.startMu.Unlock()
+	if !n.cluster || !n.started.Load() {
+		return // single node: Split does it; at start: OpenNode does it
+	}
+	left := n.shard(res.Left.Id)
+	if left != nil {
+		left.Unfreeze(res.Left)
+	}
+	go func() {
+		if left != nil {
+			if err := left.WaitApplied(context.Background(), res.StartRev); err != nil {
+				return
+			}
+		}
+		if _, err := n.startShard(res.Right); err != nil {
+			n.lg.Error("starting a split's new range failed", zap.Uint64("range", res.Right.Id), zap.Error(err))
+		}
+	}()
+}
+
+// waitShard waits until range id's replica runs here and has recovered.
+func (n *Node) waitShard(ctx context.Context, id uint64) error {
+	for {
+		if s := n.shard(id); s != nil {
+			return wait(ctx, s.Ready())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -33,7 +33,7 @@ const forwardedKey = "mosaic-forwarded"
 
 // leaderWait bounds how long a request waits for the oracle to have a
 // leader before failing with etcd's "no leader".
-const leaderWait = 3 * time.Second
+const leaderWait = 5 * time.Second
 
 // forwarder keeps one client connection per member's peer listener.
 type forwarder struct {

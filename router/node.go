@@ -95,6 +95,11 @@ type Node struct {
 	// gets them when it starts.
 	earlyMu sync.Mutex
 	early   map[uint64][]revision.Decided
+
+	// startMu serializes starting shards; created holds, for ranges made
+	// by a split, the revision they start from (cluster: see onSplit).
+	startMu sync.Mutex
+	created map[uint64]int64
 }
 
 const singleNodeID = 1 // single node: every group has this one voter
@@ -120,7 +125,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}))
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
-		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}}
+		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{}}
 	if len(c.Members) > 1 {
 		if err := n.joinCluster(c); err != nil {
 			n.Close()
@@ -133,6 +138,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		NotifyAborted: n.aborted,
 		Peers:         n.peers,
 		Send:          n.sender(revision.GroupID),
+		OnSplit:       n.onSplit,
 		ClusterID:     orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
 	})
 	if err != nil {
@@ -218,9 +224,18 @@ func randomID() uint64 {
 }
 
 func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	if s := n.shard(d.Id); s != nil {
+		return s, nil
+	}
+	startRev, ok := n.created[d.Id]
+	if !ok {
+		startRev = n.oracle.View().LastRev[d.Id]
+	}
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
-		StartRev:     n.oracle.View().LastRev[d.Id],
+		StartRev:     startRev,
 		OnApplied:    n.signalApplied,
 		Peers:        n.peers,
 		Send:         n.sender(d.Id),
@@ -304,6 +319,9 @@ func (n *Node) allShards() []*shard.Shard {
 // Requests that reached the old shard for the moved span are answered
 // ErrRangeMoved and retried by the router.
 func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, error) {
+	if n.cluster && !n.oracle.View().Leader {
+		return nil, fmt.Errorf("this member does not lead the cluster; split on the leader (etcdctl endpoint status shows it)")
+	}
 	n.splitMu.Lock()
 	defer n.splitMu.Unlock()
 	d := n.oracle.View().RangeFor(key)
@@ -326,6 +344,10 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	if err != nil {
 		s.Unfreeze(nil)
 		return nil, err
+	}
+	if n.cluster {
+		// onSplit starts the new range's replica here as on every member.
+		return res, n.waitShard(ctx, res.Right.Id)
 	}
 	right, err := n.startShard(res.Right)
 	if err != nil {

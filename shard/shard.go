@@ -540,6 +540,11 @@ func (a *shardActor) start() error {
 		a.group.Drive(a.applyEntries)
 		a.resolving = true
 		a.startRecovery()
+		if fresh && c.PreferLeader != nil && c.PreferLeader() {
+			// A range just split off on the node that runs the writes
+			// leads at once rather than after an election timeout.
+			return a.group.Campaign()
+		}
 		return nil
 	}
 	return a.group.Campaign()
