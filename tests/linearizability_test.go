@@ -17,10 +17,10 @@ import (
 	"github.com/mosaic-kv/mosaic/tests/harness"
 )
 
-// linInput is an operation on one key: get, put, or compare-and-set (a Txn comparing the
-// value, putting on success).
+// linInput is an operation on one key: get, put, compare-and-set (a Txn comparing the
+// value, putting on success) or delete.
 type linInput struct {
-	op       string // "get", "put", "cas"
+	op       string // "get", "put", "cas", "delete"
 	key      string
 	value    string // put, cas: the new value
 	expected string // cas: the value compared with ("" = absent)
@@ -30,7 +30,7 @@ type linInput struct {
 // never learnt (error or timeout); it may or may not have taken effect.
 type linOutput struct {
 	value   string // get: the value read ("" = absent)
-	ok      bool   // cas: whether the compare succeeded
+	ok      bool   // cas: whether the compare succeeded; delete: whether a key was deleted
 	unknown bool
 }
 
@@ -66,6 +66,8 @@ var kvModel = porcupine.Model{
 				return out.unknown || out.ok, in.value
 			}
 			return out.unknown || !out.ok, s
+		case "delete":
+			return out.unknown || out.ok == (s != ""), ""
 		}
 		return false, s
 	},
@@ -77,7 +79,7 @@ var kvModel = porcupine.Model{
 			res = "unknown"
 		case in.op == "put":
 			res = "ok"
-		case in.op == "cas":
+		case in.op == "cas" || in.op == "delete":
 			res = fmt.Sprint(out.ok)
 		}
 		return fmt.Sprintf("%s(%s %q %q) -> %s", in.op, in.key, in.expected, in.value, res)

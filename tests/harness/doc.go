@@ -13,6 +13,10 @@
 // responses (after Normalize has cleared the header fields that identify a cluster, member
 // or Raft term; revisions are kept) or in the errors (compared by gRPC code and message).
 //
+// StartCluster starts a multi-member cluster of the subject (Mosaic, or etcd with
+// MOSAIC_TEST_SUBJECT=etcd) from etcd's static bootstrap flags, for fault tests that kill,
+// stop and restart members.
+//
 // Etcdctl and Mosaicctl run the command-line tools; the etcdctl binary is built once per
 // test binary run from the go.etcd.io/etcd/etcdctl/v3 module this module requires.
 package harness

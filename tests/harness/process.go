@@ -47,12 +47,13 @@ type Process struct {
 	endpoint string
 	log      *processLog
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has exited
-	waitErr error         // cmd.Wait's result, set before exited is closed
-	starts  int
-	client  *clientv3.Client
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
+	waitErr  error         // cmd.Wait's result, set before exited is closed
+	starts   int
+	launched time.Time // when the current command was started
+	client   *clientv3.Client
 }
 
 // StartMosaic starts the Mosaic server built by BuildMosaic on free 127.0.0.1 ports with a
@@ -87,18 +88,25 @@ func startProcess(t testing.TB, name, bin string, env []string, opts Options) *P
 		"--initial-cluster-state", "new",
 	}
 	args = append(args, opts.Args...)
+	p := newProcess(t, name, bin, env, args, clientURL, opts.ReadyTimeout)
+	p.start()
+	return p
+}
+
+// newProcess returns a Process that runs bin with exactly args (which must make it serve
+// clients at endpoint) and is killed when the test ends; it does not start it.
+func newProcess(t testing.TB, name, bin string, env, args []string, endpoint string, timeout time.Duration) *Process {
 	p := &Process{
 		t:        t,
 		name:     name,
 		bin:      bin,
 		args:     args,
 		env:      env,
-		timeout:  opts.ReadyTimeout,
-		endpoint: clientURL,
+		timeout:  timeout,
+		endpoint: endpoint,
 		log:      &processLog{},
 	}
 	t.Cleanup(p.cleanup)
-	p.start()
 	return p
 }
 
@@ -121,7 +129,15 @@ func (p *Process) Client() *clientv3.Client {
 // Log returns everything the process has written so far, over all its restarts.
 func (p *Process) Log() string { return p.log.String() }
 
+// start starts the process and waits until it is ready, failing the test otherwise.
 func (p *Process) start() {
+	p.t.Helper()
+	p.awaitReady(p.launch())
+}
+
+// launch starts the process and returns a channel closed when it logs ReadyLine. Members of
+// a cluster are launched together and then awaited: none is ready before a quorum runs.
+func (p *Process) launch() <-chan struct{} {
 	p.t.Helper()
 	p.mu.Lock()
 	p.starts++
@@ -135,7 +151,7 @@ func (p *Process) start() {
 		p.t.Fatalf("starting %s: %v", p.name, err)
 	}
 	exited := make(chan struct{})
-	p.cmd, p.exited, p.waitErr = cmd, exited, nil
+	p.cmd, p.exited, p.waitErr, p.launched = cmd, exited, nil, time.Now()
 	p.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
@@ -144,14 +160,32 @@ func (p *Process) start() {
 		p.mu.Unlock()
 		close(exited)
 	}()
+	return ready
+}
 
-	start := time.Now()
+// awaitReady waits for ready (from launch), failing the test if the process exits first or
+// is not ready within its ReadyTimeout of being launched.
+func (p *Process) awaitReady(ready <-chan struct{}) {
+	p.t.Helper()
+	p.mu.Lock()
+	cmd, exited, start := p.cmd, p.exited, p.launched
+	p.mu.Unlock()
+	select {
+	case <-ready:
+	case <-exited:
+	case <-time.After(time.Until(start.Add(p.timeout))):
+	}
+	// Readiness wins over a deadline that passed while other members were awaited.
 	select {
 	case <-ready:
 		p.t.Logf("%s (pid %d) ready at %s after %s", p.name, cmd.Process.Pid, p.endpoint, time.Since(start).Round(time.Millisecond))
+		return
+	default:
+	}
+	select {
 	case <-exited:
 		p.t.Fatalf("%s exited before logging %q: %v\n%s", p.name, ReadyLine, p.exitErr(), p.log.tail(100))
-	case <-time.After(p.timeout):
+	default:
 		p.t.Fatalf("%s did not log %q within %s\n%s", p.name, ReadyLine, p.timeout, p.log.tail(100))
 	}
 }
