@@ -133,6 +133,10 @@ func (o *Oracle) Tick() { o.root.Send(o.pid, tickMsg{}) }
 // Unreachable tells the group that a message to replica to was dropped.
 func (o *Oracle) Unreachable(to uint64) { o.root.Send(o.pid, unreachableMsg{to: to}) }
 
+// TransferLeader asks the oracle's leader to hand the lead to replica to;
+// View().Lead shows when it has.
+func (o *Oracle) TransferLeader(to uint64) { o.root.Send(o.pid, transferMsg{to: to}) }
+
 // Fate looks a transaction up in this replica's state without proposing
 // anything: (rev, true) decided, (0, true) aborted, (0, false) unknown.
 func (o *Oracle) Fate(ctx context.Context, txn uint64) (int64, bool, error) {
@@ -316,6 +320,7 @@ type persistMsg struct{ reply chan uint64 }
 type stepMsg struct{ m *raftpb.Message }
 type tickMsg struct{}
 type unreachableMsg struct{ to uint64 }
+type transferMsg struct{ to uint64 }
 type fateMsg struct {
 	txn   uint64
 	reply chan fateLookup
@@ -396,7 +401,9 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		}
 		if a.cluster {
 			a.group.Drive(a.apply) // applies what is known committed
-			a.setReady()
+			if !a.ready {
+				a.setReady()
+			}
 		}
 	case *persistedMsg:
 		if m.err != nil {
@@ -417,6 +424,8 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		a.group.Tick()
 	case unreachableMsg:
 		a.group.ReportUnreachable(m.to)
+	case transferMsg:
+		a.group.TransferLeader(m.to)
 	case *fateMsg:
 		rev, known := a.state.Fate(m.txn)
 		m.reply <- fateLookup{rev: rev, known: known}

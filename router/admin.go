@@ -2,12 +2,17 @@ package router
 
 import (
 	"context"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mosaic-kv/mosaic/proto/adminpb"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/shard"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -34,6 +39,13 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 	if len(req.Key) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "split key must not be empty")
 	}
+	// In a cluster the primary splits (its replicas drain the range).
+	if conn, err := s.r.primary(ctx); err != nil || conn != nil {
+		if err != nil {
+			return nil, err
+		}
+		return adminpb.NewAdminClient(conn).SplitRange(outgoing(ctx), req)
+	}
 	res, err := s.r.node.Split(ctx, req.Key)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
@@ -49,13 +61,103 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 	return &adminpb.SplitRangeResponse{Left: left, Right: right}, nil
 }
 
+// TransferLeader hands a range's lead to another member's replica. In a
+// cluster the ranges follow the oracle's leader (it runs the writes), so
+// range 0, the oracle, is what moves them all; a single range's lead would
+// be pulled back at once.
+func (s *adminServer) TransferLeader(ctx context.Context, req *adminpb.TransferLeaderRequest) (*adminpb.TransferLeaderResponse, error) {
+	if !s.r.node.cluster {
+		if req.To != s.r.node.oracle.View().MemberID {
+			return nil, status.Errorf(codes.InvalidArgument, "member %x is not in the cluster", req.To)
+		}
+		return &adminpb.TransferLeaderResponse{Leader: req.To}, nil
+	}
+	if req.RangeId != 0 {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"range %d follows the oracle's leader (the member that runs the writes); transfer range 0 to move every range's lead", req.RangeId)
+	}
+	lead, err := s.r.node.moveOracleLead(ctx, req.To)
+	if err != nil {
+		return nil, err
+	}
+	return &adminpb.TransferLeaderResponse{Leader: lead}, nil
+}
+
+// ListNodes lists the members with the ranges they hold and lead.
+func (s *adminServer) ListNodes(ctx context.Context, _ *adminpb.ListNodesRequest) (*adminpb.ListNodesResponse, error) {
+	v := s.r.node.oracle.View()
+	self := &pb.Member{ID: v.MemberID, Name: s.r.name, PeerURLs: s.r.peerURLs, ClientURLs: s.r.clientURLs}
+	members := []*pb.Member{self}
+	if s.r.node.cluster {
+		members = s.r.memberList(ctx, self)
+	}
+	leaders := map[uint64]uint32{}
+	for _, d := range v.Ranges {
+		if sh := s.r.node.shard(d.Id); sh != nil {
+			leaders[s.r.node.leaderOf(sh)]++
+		}
+	}
+	resp := &adminpb.ListNodesResponse{}
+	for _, m := range members {
+		resp.Nodes = append(resp.Nodes, &adminpb.NodeInfo{
+			Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs, ClientUrls: m.ClientURLs,
+			Ranges:       uint32(len(v.Ranges)), // every member holds every range
+			Leaders:      leaders[m.ID],
+			OracleLeader: s.r.leaderID(v) == m.ID,
+		})
+	}
+	return resp, nil
+}
+
+// leaderOf is the member id leading a range's group.
+func (n *Node) leaderOf(s *shard.Shard) uint64 {
+	if !n.cluster {
+		return n.oracle.View().MemberID
+	}
+	return s.Lead()
+}
+
+// replicas are the member ids holding a range.
+func (n *Node) replicas() []uint64 {
+	if !n.cluster {
+		return []uint64{n.oracle.View().MemberID}
+	}
+	return n.peers
+}
+
+// moveOracleLead hands the oracle's lead (and so every range's) to member
+// to and waits until it has it.
+func (n *Node) moveOracleLead(ctx context.Context, to uint64) (uint64, error) {
+	known := false
+	for _, id := range n.peers {
+		known = known || id == to
+	}
+	if !known {
+		return 0, rpctypes.ErrGRPCBadLeaderTransferee
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		v := n.oracle.View()
+		if v.Lead == to {
+			return to, nil
+		}
+		n.oracle.TransferLeader(to)
+		select {
+		case <-ctx.Done():
+			return v.Lead, rpctypes.ErrGRPCTimeoutDueToLeaderFail
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // rangeInfo describes one range as this node sees it.
 func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc) (*adminpb.RangeInfo, error) {
-	info := &adminpb.RangeInfo{Id: d.Id, Start: d.Start, End: d.End, Replicas: []uint64{n.nodeID}}
+	info := &adminpb.RangeInfo{Id: d.Id, Start: d.Start, End: d.End, Replicas: n.replicas()}
 	if s := n.shard(d.Id); s != nil {
 		info.AppliedIndex = s.AppliedIndex()
 		info.AppliedRevision = s.AppliedRev()
-		info.Leader = n.nodeID
+		info.Leader = n.leaderOf(s)
 	}
 	err := n.store.View(func(r *mvcc.Reader) error {
 		var err error

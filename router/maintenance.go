@@ -6,10 +6,9 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/mosaic-kv/mosaic/revision"
 )
@@ -55,8 +54,23 @@ func (s *maintenanceServer) Defragment(ctx context.Context, _ *pb.DefragmentRequ
 	return &pb.DefragmentResponse{Header: s.r.header(s.r.node.oracle.View().Rev)}, nil
 }
 
-func (s *maintenanceServer) MoveLeader(ctx context.Context, _ *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "mosaic: MoveLeader is not supported on a single node; use mosaicctl range transfer-leader")
+// MoveLeader hands the cluster's lead (the oracle's, which every range's
+// follows) to another member; as etcd, only the leader takes it.
+func (s *maintenanceServer) MoveLeader(ctx context.Context, req *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	v := s.r.node.oracle.View()
+	if !s.r.node.cluster {
+		if req.TargetID != v.MemberID {
+			return nil, rpctypes.ErrGRPCBadLeaderTransferee
+		}
+		return &pb.MoveLeaderResponse{Header: s.r.header(v.Rev)}, nil
+	}
+	if !v.Leader {
+		return nil, rpctypes.ErrGRPCNotLeader
+	}
+	if _, err := s.r.node.moveOracleLead(ctx, req.TargetID); err != nil {
+		return nil, err
+	}
+	return &pb.MoveLeaderResponse{Header: s.r.header(s.r.node.oracle.View().Rev)}, nil
 }
 
 // clusterServer is etcd's Cluster service for the single member.

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -122,7 +121,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		logs.UnsafeNoSync()
 	}
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
+		return slog.New(actors.CrashLogHandler{Logger: c.Logger})
 	}))
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
 		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{}}

@@ -49,6 +49,7 @@ func (r *Router) RegisterForwarded(s *grpc.Server) {
 	pb.RegisterKVServer(s, &kvServer{r: r})
 	pb.RegisterLeaseServer(s, &leaseServer{r: r})
 	pb.RegisterClusterServer(s, &clusterServer{r: r})
+	adminpb.RegisterAdminServer(s, &adminServer{r: r})
 }
 
 // DiskSize is the bytes the node's stores take on disk.

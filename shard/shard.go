@@ -80,6 +80,7 @@ type Shard struct {
 	desc    atomic.Pointer[raftcmdpb.RangeDesc]
 	index   atomic.Uint64
 	leading atomic.Bool
+	lead    atomic.Uint64
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -267,6 +268,12 @@ func (s *Shard) Aborted(txns []uint64) { s.root.Send(s.pid, &abortedMsg{txns: tx
 // Leader reports whether this replica leads the range and serves latches.
 func (s *Shard) Leader() bool { return s.leading.Load() }
 
+// Lead is the Raft id (member id) of the range's leader, 0 if none known.
+func (s *Shard) Lead() uint64 { return s.lead.Load() }
+
+// TransferLeader asks the range's leader to hand the lead to replica to.
+func (s *Shard) TransferLeader(to uint64) { s.root.Send(s.pid, transferMsg{to: to}) }
+
 type latchMsg struct {
 	req   *LatchRequest
 	reply chan latchReply
@@ -309,6 +316,7 @@ type tickMsg struct{}
 type unreachableMsg struct{ to uint64 }
 type abortedMsg struct{ txns []uint64 }
 type leadRetryMsg struct{ epoch uint64 }
+type transferMsg struct{ to uint64 }
 type sweptMsg struct{}
 
 // intent is an intent committed in the log, waiting for its decision.
@@ -395,6 +403,8 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		_ = a.group.Step(m.m)
 	case tickMsg:
 		a.onTick()
+	case transferMsg:
+		a.group.TransferLeader(m.to)
 	case unreachableMsg:
 		a.group.ReportUnreachable(m.to)
 	case *abortedMsg:
@@ -423,6 +433,7 @@ func (a *shardActor) Receive(ctx actor.Context) {
 	if a.cluster {
 		a.watchLeader()
 	}
+	a.handle.lead.Store(a.group.Lead())
 }
 
 func (a *shardActor) handle1(msg any) {

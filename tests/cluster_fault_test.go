@@ -23,8 +23,6 @@ import (
 
 // Environment variables of the cluster fault test.
 const (
-	// clusterTestsEnv=1 runs the multi-node tests, skipped until Mosaic replicates.
-	clusterTestsEnv = "MOSAIC_CLUSTER_TESTS"
 	// faultDurationEnv sets how long the workload and the faults run (a Go duration).
 	faultDurationEnv = "MOSAIC_FAULT_DURATION"
 	// faultSeedEnv sets the seed of the fault schedule and the workload, to replay a run.
@@ -117,9 +115,6 @@ type finalKV struct {
 // MOSAIC_FAULT_DURATION sets the workload's length, MOSAIC_FAULT_SEED the seed.
 // MOSAIC_TEST_SUBJECT=etcd runs it against a 3-member etcd cluster, which must pass.
 func TestClusterFaultsLinearizable(t *testing.T) {
-	if os.Getenv(clusterTestsEnv) != "1" {
-		t.Skipf("set %s=1 to run: Mosaic does not replicate yet, so its members are independent nodes and this test fails", clusterTestsEnv)
-	}
 	t.Parallel()
 	duration := defaultFaultDuration
 	if s := os.Getenv(faultDurationEnv); s != "" {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -103,10 +104,17 @@ func serve(cfg *config, lg *zap.Logger) error {
 	if cfg.UnsafeNoFsync {
 		lg.Warn("--unsafe-no-fsync: the Raft log is not synced; a power loss can lose acknowledged writes")
 	}
+	// A start that takes long logs what every goroutine waits on.
+	slow := time.AfterFunc(20*time.Second, func() {
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		lg.Warn("still opening the data dir after 20s", zap.String("goroutines", b.String()))
+	})
 	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
 		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync,
 		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval})
 	cancel()
+	slow.Stop()
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,13 +23,18 @@ import (
 const usage = `Usage: mosaicctl [flags] COMMAND
 
 Commands:
-  range list         List the ranges of the keyspace.
+  range list         List the ranges of the keyspace, with their leader and replicas.
   range split KEY    Split the range that holds KEY so that KEY starts a new range
                      (write "range split -- KEY" for a KEY that starts with "-").
+  range transfer-leader ID --to NODE
+                     Hand range ID's lead to NODE (a member id in hex or a member name).
+                     Range 0 is the revision oracle: every range's lead follows it.
+  node list          List the members with the ranges they hold and lead.
 
 Flags:
   --endpoints URL[,URL]     Nodes to ask, as host:port or http://host:port (default 127.0.0.1:2379)
   --json                    Print JSON instead of a table.
+  --to NODE                 The target of transfer-leader.
   --dial-timeout DURATION   Time allowed to connect (default 5s).
   --command-timeout DURATION
                             Time allowed for the request once connected (default 5s).
@@ -39,6 +45,7 @@ Flags:
 type options struct {
 	endpoints      []string
 	json           bool
+	to             string
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
 }
@@ -60,6 +67,7 @@ func parseArgs(args []string) (opts options, words []string, err error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&endpoints, "endpoints", endpoints, "")
 	fs.BoolVar(&opts.json, "json", false, "")
+	fs.StringVar(&opts.to, "to", "", "")
 	fs.DurationVar(&opts.dialTimeout, "dial-timeout", opts.dialTimeout, "")
 	fs.DurationVar(&opts.commandTimeout, "command-timeout", opts.commandTimeout, "")
 
@@ -128,10 +136,21 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 	switch {
 	case len(words) == 0:
 		return usageErr("no command given")
+	case words[0] == "node":
+		if len(words) != 2 || words[1] != "list" {
+			return usageErr("node takes one subcommand: list")
+		}
+		return withAdmin(ctx, opts, func(ctx context.Context, c adminpb.AdminClient) error {
+			resp, err := c.ListNodes(ctx, &adminpb.ListNodesRequest{})
+			if err != nil {
+				return err
+			}
+			return printNodes(stdout, opts.json, resp.GetNodes())
+		})
 	case words[0] != "range":
 		return usageErr("unknown command %q", words[0])
 	case len(words) == 1:
-		return usageErr("range needs a subcommand: list or split")
+		return usageErr("range needs a subcommand: list, split or transfer-leader")
 	}
 	switch sub, args := words[1], words[2:]; sub {
 	case "list":
@@ -159,7 +178,44 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 			}
 			return printSplit(stdout, opts.json, resp)
 		})
+	case "transfer-leader":
+		if len(args) != 1 {
+			return usageErr("range transfer-leader takes exactly one range ID")
+		}
+		id, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil {
+			return usageErr("bad range ID %q", args[0])
+		}
+		if opts.to == "" {
+			return usageErr("range transfer-leader needs --to NODE")
+		}
+		return withAdmin(ctx, opts, func(ctx context.Context, c adminpb.AdminClient) error {
+			to, err := resolveNode(ctx, c, opts.to)
+			if err != nil {
+				return err
+			}
+			resp, err := c.TransferLeader(ctx, &adminpb.TransferLeaderRequest{RangeId: id, To: to})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "range %d is led by %s\n", id, nodeID(resp.GetLeader()))
+			return nil
+		})
 	default:
 		return usageErr("unknown range subcommand %q", sub)
 	}
+}
+
+// resolveNode turns a member name or hex id into the member id.
+func resolveNode(ctx context.Context, c adminpb.AdminClient, node string) (uint64, error) {
+	resp, err := c.ListNodes(ctx, &adminpb.ListNodesRequest{})
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range resp.GetNodes() {
+		if n.GetName() == node || nodeID(n.GetId()) == strings.ToLower(node) {
+			return n.GetId(), nil
+		}
+	}
+	return 0, fmt.Errorf("no member named or with id %q", node)
 }

@@ -58,10 +58,52 @@ func nodeID(id uint64) string {
 
 func writeTable(w io.Writer, ranges []*adminpb.RangeInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTART\tEND\tKEYS\tSIZE\tAPPLIED-INDEX\tLEADER")
+	fmt.Fprintln(tw, "ID\tSTART\tEND\tKEYS\tSIZE\tAPPLIED-INDEX\tLEADER\tREPLICAS")
 	for _, r := range ranges {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\n", r.GetId(), displayKey(r.GetStart()), displayKey(r.GetEnd()),
-			r.GetKeys(), humanBytes(r.GetSizeBytes()), r.GetAppliedIndex(), nodeID(r.GetLeader()))
+		reps := make([]string, len(r.GetReplicas()))
+		for i, id := range r.GetReplicas() {
+			reps[i] = nodeID(id)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.GetId(), displayKey(r.GetStart()), displayKey(r.GetEnd()),
+			r.GetKeys(), humanBytes(r.GetSizeBytes()), r.GetAppliedIndex(), nodeID(r.GetLeader()), strings.Join(reps, ","))
+	}
+	return tw.Flush()
+}
+
+// nodeJSON is the JSON form of a node.
+type nodeJSON struct {
+	ID           string   `json:"id"`
+	Name         string   `json:"name"`
+	PeerURLs     []string `json:"peer_urls"`
+	ClientURLs   []string `json:"client_urls"`
+	Ranges       uint32   `json:"ranges"`
+	Leaders      uint32   `json:"leaders"`
+	OracleLeader bool     `json:"oracle_leader"`
+}
+
+// printNodes prints ListNodes' answer.
+func printNodes(w io.Writer, asJSON bool, nodes []*adminpb.NodeInfo) error {
+	if asJSON {
+		out := make([]nodeJSON, len(nodes))
+		for i, n := range nodes {
+			out[i] = nodeJSON{ID: nodeID(n.GetId()), Name: n.GetName(), PeerURLs: n.GetPeerUrls(), ClientURLs: n.GetClientUrls(),
+				Ranges: n.GetRanges(), Leaders: n.GetLeaders(), OracleLeader: n.GetOracleLeader()}
+			if out[i].PeerURLs == nil {
+				out[i].PeerURLs = []string{}
+			}
+			if out[i].ClientURLs == nil {
+				out[i].ClientURLs = []string{}
+			}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tCLIENT-URLS\tRANGES\tLEADERS\tORACLE-LEADER")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%t\n", nodeID(n.GetId()), n.GetName(), strings.Join(n.GetClientUrls(), ","),
+			n.GetRanges(), n.GetLeaders(), n.GetOracleLeader())
 	}
 	return tw.Flush()
 }

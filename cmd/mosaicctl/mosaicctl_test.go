@@ -92,11 +92,11 @@ func TestRangeListTable(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q", code, errOut)
 			}
 			want := strings.Join([]string{
-				`ID  START           END             KEYS  SIZE     APPLIED-INDEX  LEADER`,
-				`1   ""              /registry/pods  1200  3.0 MiB  4567           a1`,
-				`2   /registry/pods  "a b"           3     512 B    12             b2`,
-				`3   "a b"           "\xff\x00"      0     0 B      1              -`,
-				`4   "\xff\x00"      ""              1     1.5 KiB  2              c3`,
+				`ID  START           END             KEYS  SIZE     APPLIED-INDEX  LEADER  REPLICAS`,
+				`1   ""              /registry/pods  1200  3.0 MiB  4567           a1      a1,b2,c3`,
+				`2   /registry/pods  "a b"           3     512 B    12             b2      a1,b2`,
+				`3   "a b"           "\xff\x00"      0     0 B      1              -       `,
+				`4   "\xff\x00"      ""              1     1.5 KiB  2              c3      c3`,
 			}, "\n") + "\n"
 			if out != want {
 				t.Errorf("table:\n%s\nwant:\n%s", out, want)
@@ -146,9 +146,9 @@ func TestRangeSplit(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
-	want := "ID  START        END          KEYS  SIZE  APPLIED-INDEX  LEADER\n" +
-		"1   \"\"           /registry/m  10    0 B   0              1\n" +
-		"7   /registry/m  \"\"           5     0 B   0              1\n"
+	want := "ID  START        END          KEYS  SIZE  APPLIED-INDEX  LEADER  REPLICAS\n" +
+		"1   \"\"           /registry/m  10    0 B   0              1       1\n" +
+		"7   /registry/m  \"\"           5     0 B   0              1       1\n"
 	if out != want {
 		t.Errorf("split table:\n%s\nwant:\n%s", out, want)
 	}
@@ -179,7 +179,10 @@ func TestErrors(t *testing.T) {
 		wantStderr []string
 	}{
 		{[]string{"--endpoints", addr}, []string{"Error: no command given\n", "Usage: mosaicctl"}},
-		{[]string{"--endpoints", addr, "node", "list"}, []string{`unknown command "node"`}},
+		{[]string{"--endpoints", addr, "nodes"}, []string{`unknown command "nodes"`}},
+		{[]string{"--endpoints", addr, "node", "show"}, []string{"node takes one subcommand: list"}},
+		{[]string{"--endpoints", addr, "range", "transfer-leader", "1"}, []string{"range transfer-leader needs --to NODE"}},
+		{[]string{"--endpoints", addr, "range", "transfer-leader", "x", "--to", "a1"}, []string{`bad range ID "x"`}},
 		{[]string{"--endpoints", addr, "range"}, []string{"range needs a subcommand"}},
 		{[]string{"--endpoints", addr, "range", "merge"}, []string{`unknown range subcommand "merge"`}},
 		{[]string{"--endpoints", addr, "range", "split"}, []string{"range split takes exactly one KEY"}},

@@ -320,6 +320,280 @@ func (x *SplitRangeResponse) GetRight() *RangeInfo {
 	return nil
 }
 
+type TransferLeaderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The range (0: the revision oracle).
+	RangeId uint64 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	// The member id of the node to lead it.
+	To            uint64 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderRequest) Reset() {
+	*x = TransferLeaderRequest{}
+	mi := &file_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderRequest) ProtoMessage() {}
+
+func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TransferLeaderRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+type TransferLeaderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The range's leader once the transfer is done.
+	Leader        uint64 `protobuf:"varint,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderResponse) Reset() {
+	*x = TransferLeaderResponse{}
+	mi := &file_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderResponse) ProtoMessage() {}
+
+func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TransferLeaderResponse) GetLeader() uint64 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{7}
+}
+
+// NodeInfo is one member of the cluster.
+type NodeInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls   []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls []string               `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	// Ranges with a replica on the node, and those it leads.
+	Ranges  uint32 `protobuf:"varint,5,opt,name=ranges,proto3" json:"ranges,omitempty"`
+	Leaders uint32 `protobuf:"varint,6,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	// Whether the node leads the revision oracle (runs the writes).
+	OracleLeader  bool `protobuf:"varint,7,opt,name=oracle_leader,json=oracleLeader,proto3" json:"oracle_leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NodeInfo) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *NodeInfo) GetRanges() uint32 {
+	if x != nil {
+		return x.Ranges
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetLeaders() uint32 {
+	if x != nil {
+		return x.Leaders
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetOracleLeader() bool {
+	if x != nil {
+		return x.OracleLeader
+	}
+	return false
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -343,12 +617,31 @@ const file_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"p\n" +
 	"\x12SplitRangeResponse\x12+\n" +
 	"\x04left\x18\x01 \x01(\v2\x17.mosaic.admin.RangeInfoR\x04left\x12-\n" +
-	"\x05right\x18\x02 \x01(\v2\x17.mosaic.admin.RangeInfoR\x05right2\xa9\x01\n" +
+	"\x05right\x18\x02 \x01(\v2\x17.mosaic.admin.RangeInfoR\x05right\"B\n" +
+	"\x15TransferLeaderRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\x04R\x02to\"0\n" +
+	"\x16TransferLeaderResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\x04R\x06leader\"\x12\n" +
+	"\x10ListNodesRequest\"\xc3\x01\n" +
+	"\bNodeInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vclient_urls\x18\x04 \x03(\tR\n" +
+	"clientUrls\x12\x16\n" +
+	"\x06ranges\x18\x05 \x01(\rR\x06ranges\x12\x18\n" +
+	"\aleaders\x18\x06 \x01(\rR\aleaders\x12#\n" +
+	"\roracle_leader\x18\a \x01(\bR\foracleLeader\"A\n" +
+	"\x11ListNodesResponse\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.mosaic.admin.NodeInfoR\x05nodes2\xd4\x02\n" +
 	"\x05Admin\x12O\n" +
 	"\n" +
 	"ListRanges\x12\x1f.mosaic.admin.ListRangesRequest\x1a .mosaic.admin.ListRangesResponse\x12O\n" +
 	"\n" +
-	"SplitRange\x12\x1f.mosaic.admin.SplitRangeRequest\x1a .mosaic.admin.SplitRangeResponseB3Z1github.com/mosaic-kv/mosaic/proto/adminpb;adminpbb\x06proto3"
+	"SplitRange\x12\x1f.mosaic.admin.SplitRangeRequest\x1a .mosaic.admin.SplitRangeResponse\x12[\n" +
+	"\x0eTransferLeader\x12#.mosaic.admin.TransferLeaderRequest\x1a$.mosaic.admin.TransferLeaderResponse\x12L\n" +
+	"\tListNodes\x12\x1e.mosaic.admin.ListNodesRequest\x1a\x1f.mosaic.admin.ListNodesResponseB3Z1github.com/mosaic-kv/mosaic/proto/adminpb;adminpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -362,27 +655,37 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_admin_proto_goTypes = []any{
-	(*RangeInfo)(nil),          // 0: mosaic.admin.RangeInfo
-	(*ListRangesRequest)(nil),  // 1: mosaic.admin.ListRangesRequest
-	(*ListRangesResponse)(nil), // 2: mosaic.admin.ListRangesResponse
-	(*SplitRangeRequest)(nil),  // 3: mosaic.admin.SplitRangeRequest
-	(*SplitRangeResponse)(nil), // 4: mosaic.admin.SplitRangeResponse
+	(*RangeInfo)(nil),              // 0: mosaic.admin.RangeInfo
+	(*ListRangesRequest)(nil),      // 1: mosaic.admin.ListRangesRequest
+	(*ListRangesResponse)(nil),     // 2: mosaic.admin.ListRangesResponse
+	(*SplitRangeRequest)(nil),      // 3: mosaic.admin.SplitRangeRequest
+	(*SplitRangeResponse)(nil),     // 4: mosaic.admin.SplitRangeResponse
+	(*TransferLeaderRequest)(nil),  // 5: mosaic.admin.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil), // 6: mosaic.admin.TransferLeaderResponse
+	(*ListNodesRequest)(nil),       // 7: mosaic.admin.ListNodesRequest
+	(*NodeInfo)(nil),               // 8: mosaic.admin.NodeInfo
+	(*ListNodesResponse)(nil),      // 9: mosaic.admin.ListNodesResponse
 }
 var file_admin_proto_depIdxs = []int32{
 	0, // 0: mosaic.admin.ListRangesResponse.ranges:type_name -> mosaic.admin.RangeInfo
 	0, // 1: mosaic.admin.SplitRangeResponse.left:type_name -> mosaic.admin.RangeInfo
 	0, // 2: mosaic.admin.SplitRangeResponse.right:type_name -> mosaic.admin.RangeInfo
-	1, // 3: mosaic.admin.Admin.ListRanges:input_type -> mosaic.admin.ListRangesRequest
-	3, // 4: mosaic.admin.Admin.SplitRange:input_type -> mosaic.admin.SplitRangeRequest
-	2, // 5: mosaic.admin.Admin.ListRanges:output_type -> mosaic.admin.ListRangesResponse
-	4, // 6: mosaic.admin.Admin.SplitRange:output_type -> mosaic.admin.SplitRangeResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 3: mosaic.admin.ListNodesResponse.nodes:type_name -> mosaic.admin.NodeInfo
+	1, // 4: mosaic.admin.Admin.ListRanges:input_type -> mosaic.admin.ListRangesRequest
+	3, // 5: mosaic.admin.Admin.SplitRange:input_type -> mosaic.admin.SplitRangeRequest
+	5, // 6: mosaic.admin.Admin.TransferLeader:input_type -> mosaic.admin.TransferLeaderRequest
+	7, // 7: mosaic.admin.Admin.ListNodes:input_type -> mosaic.admin.ListNodesRequest
+	2, // 8: mosaic.admin.Admin.ListRanges:output_type -> mosaic.admin.ListRangesResponse
+	4, // 9: mosaic.admin.Admin.SplitRange:output_type -> mosaic.admin.SplitRangeResponse
+	6, // 10: mosaic.admin.Admin.TransferLeader:output_type -> mosaic.admin.TransferLeaderResponse
+	9, // 11: mosaic.admin.Admin.ListNodes:output_type -> mosaic.admin.ListNodesResponse
+	8, // [8:12] is the sub-list for method output_type
+	4, // [4:8] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -396,7 +699,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
