@@ -35,6 +35,14 @@ type RaftGroup struct {
 	// readStates are answers to ReadIndex requests, taken by the owner.
 	readStates []raft.ReadState
 
+	// cs is the group's configuration as of the last applied entry;
+	// ownerApplied the index up to which the owner already holds entries
+	// (from before a restart); confDone the contexts of the conf changes
+	// applied since the owner last asked.
+	cs           *raftpb.ConfState
+	ownerApplied uint64
+	confDone     [][]byte
+
 	// provides and requires tag the next write that carries entries (see
 	// LogWrite): they belong to entries proposed since the last such write.
 	provides []uint64
@@ -58,6 +66,12 @@ type GroupConfig struct {
 	// Send delivers messages to other replicas (the node's transport). Nil
 	// for a group with one voter, which sends nothing.
 	Send func(msgs []*raftpb.Message)
+	// Cluster: the group is replicated across nodes. A new one then starts
+	// from conf-change entries naming Peers (so that a member added later
+	// can be sent the whole log from index 1), or, with Join, empty: its
+	// leader sends it the log once it is added to the group.
+	Cluster bool
+	Join    bool
 }
 
 // OpenRaftGroup loads the group's log, or creates a single-voter group with
@@ -69,12 +83,13 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	}
 	ms := raft.NewMemoryStorage()
 	var storage raft.Storage = ms
-	if len(c.Peers) > 1 {
+	if c.Cluster {
 		// Replicas never send snapshots yet: a snapshot would carry no data.
 		// Logs are kept until every replica has them (see Compact's callers).
 		storage = noSnapshots{ms}
 	}
-	if gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0 {
+	fresh := gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0
+	if fresh && !c.Cluster {
 		// A new group starts from a snapshot at index 1 naming its voters,
 		// so no bootstrap entries are needed and every replica starts equal.
 		voters := c.Peers
@@ -93,11 +108,16 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 			return nil, fmt.Errorf("create raft group %d: %w", c.Group, err)
 		}
 	}
-	if err := ms.ApplySnapshot(&raftpb.Snapshot{Metadata: gl.Snap}); err != nil {
-		return nil, err
+	if gl.Snap.GetIndex() > 0 {
+		if err := ms.ApplySnapshot(&raftpb.Snapshot{Metadata: gl.Snap}); err != nil {
+			return nil, err
+		}
 	}
 	applied := max(c.Applied, gl.Snap.GetIndex())
-	hs := proto.Clone(gl.State).(*raftpb.HardState)
+	hs := &raftpb.HardState{}
+	if gl.State != nil {
+		hs = proto.Clone(gl.State).(*raftpb.HardState)
+	}
 	// Commit-only HardState changes are not persisted (they need no fsync);
 	// anything applied was committed, so the commit index is at least that.
 	if hs.GetCommit() < applied {
@@ -112,12 +132,15 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	if last, _ := ms.LastIndex(); applied > last {
 		return nil, fmt.Errorf("raft group %d: state machine applied index %d is past the log's last index %d (log store lost writes?)", c.Group, applied, last)
 	}
+	// Raft hands again every committed entry after the snapshot, so that
+	// the conf changes among them are applied again (the group's voters
+	// are not saved elsewhere); the owner gets only those past Applied.
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:              c.NodeID,
 		ElectionTick:    10,
 		HeartbeatTick:   1,
 		Storage:         storage,
-		Applied:         applied,
+		Applied:         gl.Snap.GetIndex(),
 		MaxSizePerMsg:   1 << 20,
 		MaxInflightMsgs: 256,
 		CheckQuorum:     true,
@@ -130,7 +153,20 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, send: c.Send, prevHS: hs, applied: applied}
+	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, send: c.Send, prevHS: hs,
+		applied: applied, ownerApplied: applied, cs: proto.Clone(gl.Snap.GetConfState()).(*raftpb.ConfState)}
+	if g.cs == nil {
+		g.cs = &raftpb.ConfState{}
+	}
+	if fresh && c.Cluster && !c.Join {
+		peers := make([]raft.Peer, len(c.Peers))
+		for i, id := range c.Peers {
+			peers[i] = raft.Peer{ID: id}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("bootstrap raft group %d: %w", c.Group, err)
+		}
+	}
 	return g, nil
 }
 
@@ -191,13 +227,7 @@ func (g *RaftGroup) MinMatch() uint64 {
 }
 
 // Voters are the group's voting replicas.
-func (g *RaftGroup) Voters() []uint64 {
-	var out []uint64
-	for id := range g.rn.Status().Config.Voters.IDs() {
-		out = append(out, id)
-	}
-	return out
-}
+func (g *RaftGroup) Voters() []uint64 { return append([]uint64(nil), g.cs.GetVoters()...) }
 
 // ReportUnreachable tells Raft that a message to a replica was dropped.
 func (g *RaftGroup) ReportUnreachable(id uint64) { g.rn.ReportUnreachable(id) }
@@ -281,10 +311,74 @@ func (g *RaftGroup) finish(rd *raft.Ready, apply func([]*raftpb.Entry)) {
 	}
 	g.readStates = append(g.readStates, rd.ReadStates...)
 	if n := len(rd.CommittedEntries); n > 0 {
-		apply(rd.CommittedEntries)
-		g.applied = rd.CommittedEntries[n-1].GetIndex()
+		ents := rd.CommittedEntries
+		for _, e := range ents {
+			g.applyConfChange(e)
+		}
+		for len(ents) > 0 && ents[0].GetIndex() <= g.ownerApplied {
+			ents = ents[1:]
+		}
+		if len(ents) > 0 {
+			apply(ents)
+		}
+		g.applied = max(g.applied, rd.CommittedEntries[n-1].GetIndex())
 	}
 	g.rn.Advance(*rd)
+}
+
+// applyConfChange applies a committed conf change entry to the group.
+func (g *RaftGroup) applyConfChange(e *raftpb.Entry) {
+	var cc raftpb.ConfChangeI
+	var ctx []byte
+	switch e.GetType() {
+	case raftpb.EntryConfChange:
+		c := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			g.lg.Fatal("raft group: undecodable conf change", zap.Uint64("group", g.id), zap.Error(err))
+		}
+		cc, ctx = c, c.GetContext()
+	case raftpb.EntryConfChangeV2:
+		c := &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			g.lg.Fatal("raft group: undecodable conf change", zap.Uint64("group", g.id), zap.Error(err))
+		}
+		cc, ctx = c, c.GetContext()
+	default:
+		return
+	}
+	g.cs = g.rn.ApplyConfChange(cc)
+	if len(ctx) > 0 && e.GetIndex() > g.ownerApplied {
+		g.confDone = append(g.confDone, ctx)
+	}
+}
+
+// ProposeConfChange proposes a configuration change; ctx identifies it in
+// TakeConfDone once applied.
+func (g *RaftGroup) ProposeConfChange(cc *raftpb.ConfChangeV2) error {
+	return g.rn.ProposeConfChange(cc)
+}
+
+// TakeConfDone returns and forgets the contexts of conf changes applied.
+func (g *RaftGroup) TakeConfDone() [][]byte {
+	d := g.confDone
+	g.confDone = nil
+	return d
+}
+
+// Conf is the group's current configuration (shared: do not modify).
+func (g *RaftGroup) Conf() *raftpb.ConfState { return g.cs }
+
+// Progress is, on the leader, each replica's matched log index.
+func (g *RaftGroup) Progress() map[uint64]uint64 {
+	st := g.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return nil
+	}
+	out := make(map[uint64]uint64, len(st.Progress))
+	for id, pr := range st.Progress {
+		out[id] = pr.Match
+	}
+	return out
 }
 
 // Compact drops log entries up to index from memory and from the LogStore,
@@ -309,10 +403,7 @@ func (g *RaftGroup) Compact(index uint64) error {
 	return g.ls.Truncate(g.id, index)
 }
 
-func (g *RaftGroup) confState() *raftpb.ConfState {
-	snap, _ := g.ms.Snapshot()
-	return snap.GetMetadata().GetConfState()
-}
+func (g *RaftGroup) confState() *raftpb.ConfState { return g.cs }
 
 // raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings.
 type raftLogger struct{ s *zap.SugaredLogger }

@@ -38,6 +38,9 @@ type View struct {
 	// leader is the node that runs writes (see router).
 	Lead   uint64
 	Leader bool
+	// Members are the cluster's members (immutable; empty on a single
+	// node); Voters the oracle group's voting replicas.
+	Members []*raftcmdpb.Member
 	// Leases is the granted leases (immutable, shared between views).
 	Leases *LeaseSet
 }
@@ -76,6 +79,11 @@ type Config struct {
 	// OnSplit is told of every split the replica applies (replaying its
 	// log too), in log order.
 	OnSplit func(*SplitResult)
+	// OnMembers is told of every change of the member list.
+	OnMembers func([]*raftcmdpb.Member)
+	// Cluster: the group is replicated; Join: this replica joins an
+	// existing cluster and starts empty (see actors.GroupConfig).
+	Cluster, Join bool
 	// ClusterID and MemberID are used only when bootstrapping a new store.
 	ClusterID, MemberID uint64
 }
@@ -136,6 +144,34 @@ func (o *Oracle) Unreachable(to uint64) { o.root.Send(o.pid, unreachableMsg{to: 
 // TransferLeader asks the oracle's leader to hand the lead to replica to;
 // View().Lead shows when it has.
 func (o *Oracle) TransferLeader(to uint64) { o.root.Send(o.pid, transferMsg{to: to}) }
+
+// SetMembers records the cluster's member list (and cluster id, if set).
+func (o *Oracle) SetMembers(ctx context.Context, m *raftcmdpb.Membership) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &membersMsg{m: m, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+// ConfChange changes the oracle group's replicas and returns once the
+// change is applied here (on the leader).
+func (o *Oracle) ConfChange(ctx context.Context, cc *raftpb.ConfChangeV2) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &confChangeMsg{cc: cc, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+// Progress is, on the leader, each replica's matched log index, and the
+// leader's last index.
+func (o *Oracle) Progress(ctx context.Context) (map[uint64]uint64, uint64, error) {
+	reply := make(chan progressReply, 1)
+	o.root.Send(o.pid, &progressMsg{reply: reply})
+	select {
+	case r := <-reply:
+		return r.match, r.last, nil
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+}
 
 // Fate looks a transaction up in this replica's state without proposing
 // anything: (rev, true) decided, (0, true) aborted, (0, false) unknown.
@@ -321,6 +357,19 @@ type stepMsg struct{ m *raftpb.Message }
 type tickMsg struct{}
 type unreachableMsg struct{ to uint64 }
 type transferMsg struct{ to uint64 }
+type membersMsg struct {
+	m     *raftcmdpb.Membership
+	reply chan error
+}
+type confChangeMsg struct {
+	cc    *raftpb.ConfChangeV2
+	reply chan error
+}
+type progressMsg struct{ reply chan progressReply }
+type progressReply struct {
+	match map[uint64]uint64
+	last  uint64
+}
 type fateMsg struct {
 	txn   uint64
 	reply chan fateLookup
@@ -377,6 +426,11 @@ type oracleActor struct {
 
 	// cluster: the group has several voters, so leadership can move.
 	cluster bool
+	// memberers wait for membership changes, confWaiters for conf changes
+	// (by context).
+	memberers   []chan error
+	confWaiters map[string]chan error
+	confSeq     uint64
 	lead    uint64
 	leader  bool
 	// reads waiting for ReadIndex; readQueue not yet asked for.
@@ -426,6 +480,23 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 		a.group.ReportUnreachable(m.to)
 	case transferMsg:
 		a.group.TransferLeader(m.to)
+	case *progressMsg:
+		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
+	case *confChangeMsg:
+		a.confSeq++
+		ctx := binary.BigEndian.AppendUint64(nil, a.confSeq)
+		m.cc.Context = ctx
+		if err := a.group.ProposeConfChange(m.cc); err != nil {
+			m.reply <- err
+			break
+		}
+		a.confWaiters[string(ctx)] = m.reply
+	case *membersMsg:
+		if err := a.propose(&raftcmdpb.OracleCommand{Membership: m.m}); err != nil {
+			m.reply <- err
+			break
+		}
+		a.memberers = append(a.memberers, m.reply)
 	case *fateMsg:
 		rev, known := a.state.Fate(m.txn)
 		m.reply <- fateLookup{rev: rev, known: known}
@@ -447,6 +518,12 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 	a.group.Drive(a.apply)
 	a.watchLeader()
 	a.answerReads()
+	for _, ctx := range a.group.TakeConfDone() {
+		if ch, ok := a.confWaiters[string(ctx)]; ok {
+			delete(a.confWaiters, string(ctx))
+			ch <- nil
+		}
+	}
 }
 
 // watchLeader notices leadership changes. A replica that loses the lead
@@ -481,7 +558,14 @@ func (a *oracleActor) watchLeader() {
 		for _, m := range a.splitters {
 			m.reply <- splitReply{err: ErrNotLeader}
 		}
-		a.leasers, a.compacters, a.splitters = nil, nil, nil
+		for _, ch := range a.memberers {
+			ch <- ErrNotLeader
+		}
+		for ctx, ch := range a.confWaiters {
+			delete(a.confWaiters, ctx)
+			ch <- ErrNotLeader
+		}
+		a.leasers, a.compacters, a.splitters, a.memberers = nil, nil, nil, nil
 		a.proposing = false
 	}
 	a.publish()
@@ -664,11 +748,14 @@ func (a *oracleActor) start() error {
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
 		Peers:   c.Peers,
 		Send:    c.Send,
+		Cluster: c.Cluster,
+		Join:    c.Join,
 	})
 	if err != nil {
 		return err
 	}
-	a.cluster = len(c.Peers) > 1
+	a.confWaiters = map[string]chan error{}
+	a.cluster = c.Cluster
 	a.startLast = a.group.LastIndex()
 	a.publish()
 	if a.cluster {
@@ -835,6 +922,15 @@ func (a *oracleActor) deliver(fx Effects) {
 			m.reply <- fx.CompactErr
 		}
 	}
+	if fx.Membership {
+		if a.cfg.OnMembers != nil {
+			a.cfg.OnMembers(a.state.pb.Members)
+		}
+		if len(a.memberers) > 0 {
+			a.memberers[0] <- nil
+			a.memberers = a.memberers[1:]
+		}
+	}
 	if fx.Split != nil && a.cfg.OnSplit != nil {
 		a.cfg.OnSplit(fx.Split)
 	}
@@ -867,6 +963,7 @@ func (a *oracleActor) publish() {
 		Applied:    pb.AppliedIndex,
 		Lead:       a.lead,
 		Leader:     a.leader,
+		Members:    pb.Members,
 	}
 	copy(v.Ranges, pb.Ranges)
 	if prev := a.handle.view.Load(); prev != nil {

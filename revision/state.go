@@ -45,6 +45,8 @@ type Effects struct {
 	CompactErr    error
 	Split         *SplitResult
 	SplitErr      error
+	// Membership is set when the member list changed.
+	Membership bool
 
 	// LeaseIDs are the leases granted, revoked or checkpointed.
 	LeaseIDs []int64
@@ -56,6 +58,9 @@ type SplitResult struct {
 	// StartRev: the right range holds, through its parent, every revision
 	// up to this one (the parent's last revision at the split).
 	StartRev int64
+	// Members are the cluster's members at the split: the new range's
+	// group starts with them (empty on a single node).
+	Members []*raftcmdpb.Member
 }
 
 // State is the oracle's replicated state machine: pure, no I/O.
@@ -171,6 +176,13 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 	if sp := cmd.Split; sp != nil {
 		fx.Split, fx.SplitErr = s.split(sp)
 	}
+	if m := cmd.Membership; m != nil {
+		s.pb.Members = m.Members
+		if m.ClusterId != 0 {
+			s.pb.ClusterId = m.ClusterId
+		}
+		fx.Membership = true
+	}
 	if g := cmd.Grant; g != nil {
 		if _, ok := s.pb.Leases[g.Id]; ok {
 			fx.GrantErr = ErrLeaseExists
@@ -239,7 +251,7 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		copy(s.pb.Ranges[i+2:], s.pb.Ranges[i+1:])
 		s.pb.Ranges[i+1] = right
 		s.pb.LastRev[right.Id] = s.pb.LastRev[left.Id]
-		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id]}, nil
+		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id], Members: s.pb.Members}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownRange, sp.RangeId)
 }

@@ -129,8 +129,13 @@ func (n *Node) replicas() []uint64 {
 // to and waits until it has it.
 func (n *Node) moveOracleLead(ctx context.Context, to uint64) (uint64, error) {
 	known := false
-	for _, id := range n.peers {
-		known = known || id == to
+	for _, m := range n.oracle.View().Members {
+		known = known || (m.Id == to && !m.Learner)
+	}
+	if len(n.oracle.View().Members) == 0 {
+		for _, id := range n.peers {
+			known = known || id == to
+		}
 	}
 	if !known {
 		return 0, rpctypes.ErrGRPCBadLeaderTransferee

@@ -3,15 +3,21 @@ package router
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
-	"go.uber.org/zap"
-
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mosaic-kv/mosaic/actors"
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
 // A node of a cluster: every Raft group (the oracle's and every range's)
@@ -31,6 +37,7 @@ func (n *Node) joinCluster(c NodeConfig) error {
 	n.speculative = false // a local write no longer means committed
 	n.nodeID = c.MemberID
 	n.members = c.Members
+	n.joining = c.Join
 	self := false
 	for _, m := range c.Members {
 		n.peers = append(n.peers, m.ID)
@@ -140,6 +147,7 @@ func (n *Node) MemberID() uint64 { return n.oracle.View().MemberID }
 func (n *Node) onSplit(res *revision.SplitResult) {
 	n.startMu.Lock()
 	n.created[res.Right.Id] = res.StartRev
+	n.splitMembers[res.Right.Id] = res.Members
 	n.startMu.Unlock()
 	if !n.cluster || !n.started.Load() {
 		return // single node: Split does it; at start: OpenNode does it
@@ -172,4 +180,198 @@ func (n *Node) waitShard(ctx context.Context, id uint64) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// groupPeers says how a range's group starts here if it has no log yet
+// (called under startMu): with the voters it was created with, when this
+// member was one of them, or empty (join) to be sent the log by its leader
+// once added. A range made by a split was created with the members of that
+// moment; the first range with the initial cluster.
+func (n *Node) groupPeers(id uint64) (peers []uint64, join bool) {
+	if !n.cluster {
+		return nil, false
+	}
+	members, split := n.splitMembers[id]
+	if !split || len(members) == 0 {
+		// The first range, or a split before the first leader recorded the
+		// members: both made with the initial cluster, which a member that
+		// joined later was not part of.
+		return n.peers, n.joining
+	}
+	for _, m := range members {
+		if !m.Learner {
+			peers = append(peers, m.Id)
+		}
+	}
+	for _, m := range members {
+		if m.Id == n.nodeID && !m.Learner {
+			return peers, false
+		}
+	}
+	return nil, true
+}
+
+// onMembers follows the replicated member list: the transport reaches
+// every member, and a member removed from the list stops (Removed).
+func (n *Node) onMembers(members []*raftcmdpb.Member) {
+	if n.transport == nil {
+		return
+	}
+	self := false
+	keep := map[uint64]bool{}
+	for _, m := range members {
+		keep[m.Id] = true
+		if m.Id == n.nodeID {
+			self = true
+			continue
+		}
+		if len(m.PeerUrls) > 0 {
+			if err := n.transport.AddPeer(m.Id, m.PeerUrls[0]); err != nil {
+				n.lg.Error("adding a member to the transport failed", zap.Uint64("member", m.Id), zap.Error(err))
+			}
+		}
+	}
+	n.memberMu.Lock()
+	known := n.known
+	n.known = keep
+	n.memberMu.Unlock()
+	for id := range known {
+		if !keep[id] && id != n.nodeID {
+			n.transport.RemovePeer(id)
+		}
+	}
+	if !self && len(members) > 0 && n.started.Load() {
+		n.removedMu.Do(func() { close(n.removed) })
+	}
+}
+
+// Removed is closed when this member is removed from the cluster.
+func (n *Node) Removed() <-chan struct{} { return n.removed }
+
+// recordMembers has the first leader of a new cluster record the initial
+// members in the oracle's state, from which every later change starts.
+func (n *Node) recordMembers(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		v := n.oracle.View()
+		if len(v.Members) > 0 {
+			return
+		}
+		if !v.Leader {
+			continue
+		}
+		m := &raftcmdpb.Membership{ClusterId: v.ClusterID}
+		for _, c := range n.members {
+			m.Members = append(m.Members, &raftcmdpb.Member{Id: c.ID, Name: c.Name, PeerUrls: c.PeerURLs})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.oracle.SetMembers(ctx, m); err != nil {
+			n.lg.Warn("recording the initial members failed; retrying", zap.Error(err))
+		}
+		cancel()
+	}
+}
+
+// peerURLs are a member's peer URLs: from the replicated member list, or
+// the initial cluster.
+func (n *Node) peerURLs(id uint64) []string {
+	for _, m := range n.oracle.View().Members {
+		if m.Id == id {
+			return m.PeerUrls
+		}
+	}
+	for _, m := range n.members {
+		if m.ID == id {
+			return m.PeerURLs
+		}
+	}
+	return nil
+}
+
+// IsDataDir reports whether dir already holds a Mosaic data dir.
+func IsDataDir(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, dataDirMarker))
+	return err == nil && len(b) > 0
+}
+
+// DiscoverSelf asks the other members of the initial cluster, over their
+// peer listeners, for the member list, and finds this member in it by its
+// peer URLs: its id, the cluster id and every member. A fresh member waits
+// for an answer (up to ctx); one with data gives up after a few seconds.
+func DiscoverSelf(ctx context.Context, initial []Member, selfPeerURLs []string, wait bool) (uint64, uint64, []Member, error) {
+	if !wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	mine := map[string]bool{}
+	for _, u := range selfPeerURLs {
+		mine[u] = true
+	}
+	var lastErr error
+	for {
+		for _, m := range initial {
+			if len(m.PeerURLs) == 0 || mine[m.PeerURLs[0]] {
+				continue
+			}
+			u, err := url.Parse(m.PeerURLs[0])
+			if err != nil {
+				continue
+			}
+			conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			resp, err := pb.NewClusterClient(conn).MemberList(cctx, &pb.MemberListRequest{})
+			cancel()
+			conn.Close()
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			var list []Member
+			var self uint64
+			for _, rm := range resp.Members {
+				list = append(list, Member{ID: rm.ID, Name: rm.Name, PeerURLs: rm.PeerURLs})
+				for _, pu := range rm.PeerURLs {
+					if mine[pu] {
+						self = rm.ID
+					}
+				}
+			}
+			if self == 0 {
+				return 0, 0, nil, fmt.Errorf("member %s does not list this member's peer URLs %v: add it first (etcdctl member add)", m.Name, selfPeerURLs)
+			}
+			return self, resp.Header.GetClusterId(), list, nil
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr == nil {
+				lastErr = ctx.Err()
+			}
+			return 0, 0, nil, lastErr
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+var joinedKey = []byte("n/joined")
+
+// rememberJoin records that this member joined a running cluster, or reads
+// that it did.
+func rememberJoin(store *mvcc.Store, join *bool) error {
+	if *join {
+		return store.Update(func(w *mvcc.Writer) error { return w.SetMeta(joinedKey, []byte{1}) })
+	}
+	return store.View(func(r *mvcc.Reader) error {
+		b, err := r.Meta(joinedKey)
+		*join = len(b) > 0
+		return err
+	})
 }

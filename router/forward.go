@@ -39,8 +39,9 @@ const leaderWait = 5 * time.Second
 type forwarder struct {
 	mu    sync.Mutex
 	conns map[uint64]*grpc.ClientConn
-	// clientURLs are other members' client URLs, as last heard.
-	clientURLs map[uint64][]string
+	// info is other members' own entries (name, client URLs), as last
+	// heard.
+	info map[uint64]*pb.Member
 }
 
 // primary returns nil if this node runs the request itself, or a
@@ -48,6 +49,9 @@ type forwarder struct {
 func (r *Router) primary(ctx context.Context) (*grpc.ClientConn, error) {
 	if !r.node.cluster {
 		return nil, nil
+	}
+	if r.isLearner() {
+		return nil, rpctypes.ErrGRPCNotSupportedForLearner
 	}
 	deadline := time.Now().Add(leaderWait)
 	for {
@@ -85,11 +89,10 @@ func (f *forwarder) conn(n *Node, id uint64) (*grpc.ClientConn, error) {
 		return c, nil
 	}
 	var addr string
-	for _, m := range n.members {
-		if m.ID == id && len(m.PeerURLs) > 0 {
-			if u, err := url.Parse(m.PeerURLs[0]); err == nil {
-				addr = u.Host
-			}
+	for _, u := range n.peerURLs(id) {
+		if pu, err := url.Parse(u); err == nil {
+			addr = pu.Host
+			break
 		}
 	}
 	if addr == "" {
@@ -226,4 +229,12 @@ func (r *Router) forwardKeepAlive(conn *grpc.ClientConn, stream grpc.BidiStreami
 		}
 	}
 	return err
+}
+
+// isLearner reports whether this member is a learner: as etcd's learners,
+// it serves only serializable reads (and watches).
+func (r *Router) isLearner() bool {
+	v := r.node.oracle.View()
+	m := findMember(v.Members, v.MemberID)
+	return m != nil && m.Learner
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"time"
 
@@ -92,32 +93,45 @@ func (s *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest)
 	return resp, nil
 }
 
-// memberList lists the initial members in id order. Each member's client
-// URLs are its own to tell: they are asked for over its peer listener and
-// remembered, so a member that is down is still listed with them.
+// memberList lists the members in id order: the replicated list, or the
+// initial cluster until the first leader has recorded it. Each member's
+// name and client URLs are its own to tell: they are asked for over its
+// peer listener and remembered, so a member that is down is still listed
+// with them.
 func (r *Router) memberList(ctx context.Context, self *pb.Member) []*pb.Member {
-	members := r.node.Members()
-	out := make([]*pb.Member, len(members))
+	var members []*pb.Member
+	if v := r.node.oracle.View(); len(v.Members) > 0 {
+		for _, m := range v.Members {
+			members = append(members, &pb.Member{ID: m.Id, Name: m.Name, PeerURLs: m.PeerUrls, IsLearner: m.Learner})
+		}
+	} else {
+		for _, m := range r.node.Members() {
+			members = append(members, &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs})
+		}
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 	var wg sync.WaitGroup
 	for i, m := range members {
 		if m.ID == self.ID {
-			out[i] = self
+			self.IsLearner = m.IsLearner
+			members[i] = self
 			continue
 		}
-		out[i] = &pb.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs}
 		wg.Add(1)
-		go func(i int, m Member) {
+		go func(m *pb.Member) {
 			defer wg.Done()
-			if urls, ok := r.memberClientURLs(ctx, m.ID); ok {
-				out[i].ClientURLs = urls
+			if info, ok := r.memberInfo(ctx, m.ID); ok {
+				m.Name, m.ClientURLs = info.Name, info.ClientURLs
 			}
-		}(i, m)
+		}(m)
 	}
 	wg.Wait()
-	return out
+	return members
 }
 
-func (r *Router) memberClientURLs(ctx context.Context, id uint64) ([]string, bool) {
+// memberInfo asks a member for its own entry (name, client URLs), or
+// returns the last one heard.
+func (r *Router) memberInfo(ctx context.Context, id uint64) (*pb.Member, bool) {
 	conn, err := r.fwd.conn(r.node, id)
 	if err == nil {
 		cctx, cancel := context.WithTimeout(outgoing(ctx), 500*time.Millisecond)
@@ -125,17 +139,17 @@ func (r *Router) memberClientURLs(ctx context.Context, id uint64) ([]string, boo
 		cancel()
 		if err == nil && len(resp.Members) == 1 && resp.Members[0].ID == id {
 			r.fwd.mu.Lock()
-			if r.fwd.clientURLs == nil {
-				r.fwd.clientURLs = map[uint64][]string{}
+			if r.fwd.info == nil {
+				r.fwd.info = map[uint64]*pb.Member{}
 			}
-			r.fwd.clientURLs[id] = resp.Members[0].ClientURLs
+			r.fwd.info[id] = resp.Members[0]
 			r.fwd.mu.Unlock()
 		}
 	}
 	r.fwd.mu.Lock()
 	defer r.fwd.mu.Unlock()
-	urls, ok := r.fwd.clientURLs[id]
-	return urls, ok
+	m, ok := r.fwd.info[id]
+	return m, ok
 }
 
 // leaderID is the member etcd would report as leader: in a cluster the

@@ -47,6 +47,10 @@ type NodeConfig struct {
 	// TickInterval is one Raft heartbeat (etcd's --heartbeat-interval,
 	// default 100ms); an election takes 10 ticks.
 	TickInterval time.Duration
+	// Join: this member was added to a running cluster (etcd's
+	// --initial-cluster-state existing); its groups start empty and get
+	// their logs from the leaders.
+	Join bool
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -96,9 +100,18 @@ type Node struct {
 	early   map[uint64][]revision.Decided
 
 	// startMu serializes starting shards; created holds, for ranges made
-	// by a split, the revision they start from (cluster: see onSplit).
-	startMu sync.Mutex
-	created map[uint64]int64
+	// by a split, the revision they start from, and splitMembers the
+	// members then (cluster: see onSplit).
+	startMu      sync.Mutex
+	created      map[uint64]int64
+	splitMembers map[uint64][]*raftcmdpb.Member
+
+	joining   bool
+	memberMu  sync.Mutex // guards known
+	known     map[uint64]bool
+	changeMu  sync.Mutex // one membership change at a time
+	removed   chan struct{}
+	removedMu sync.Once
 }
 
 const singleNodeID = 1 // single node: every group has this one voter
@@ -124,8 +137,24 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		return slog.New(actors.CrashLogHandler{Logger: c.Logger})
 	}))
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
-		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{}}
+		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{},
+		splitMembers: map[uint64][]*raftcmdpb.Member{}, removed: make(chan struct{})}
 	if len(c.Members) > 1 {
+		// A member keeps the ids it was created with.
+		st, _, err := (&revision.Persister{Store: store}).Load()
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		if st != nil && st.MemberId != 0 {
+			c.MemberID, c.ClusterID = st.MemberId, st.ClusterId
+		}
+		// A member that joined a running cluster keeps creating empty the
+		// groups that existed before it (see groupPeers).
+		if err := rememberJoin(store, &c.Join); err != nil {
+			n.Close()
+			return nil, err
+		}
 		if err := n.joinCluster(c); err != nil {
 			n.Close()
 			return nil, err
@@ -138,6 +167,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		Peers:         n.peers,
 		Send:          n.sender(revision.GroupID),
 		OnSplit:       n.onSplit,
+		OnMembers:     n.onMembers,
+		Cluster:       n.cluster,
+		Join:          n.joining,
 		ClusterID:     orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
 	})
 	if err != nil {
@@ -161,8 +193,14 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		}
 	}
 	n.started.Store(true)
+	if v := n.oracle.View(); n.cluster && len(v.Members) > 0 && findMember(v.Members, n.nodeID) == nil {
+		n.removedMu.Do(func() { close(n.removed) })
+	}
 	n.tickStop, n.tickDone = make(chan struct{}), make(chan struct{})
 	go n.tickLoop()
+	if n.cluster && !n.joining {
+		go n.recordMembers(n.tickStop)
+	}
 	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
 	every := c.CheckpointInterval
 	if every <= 0 {
@@ -232,13 +270,16 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	if !ok {
 		startRev = n.oracle.View().LastRev[d.Id]
 	}
+	peers, join := n.groupPeers(d.Id)
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
 		StartRev:     startRev,
 		OnApplied:    n.signalApplied,
-		Peers:        n.peers,
+		Peers:        peers,
 		Send:         n.sender(d.Id),
 		PreferLeader: func() bool { return n.oracle.View().Leader },
+		Cluster:      n.cluster,
+		Join:         join,
 	})
 	if err != nil {
 		return nil, err

@@ -167,6 +167,9 @@ func (r *Router) readView(ctx context.Context, serializable bool) (*revision.Vie
 	if serializable || !r.node.cluster {
 		return r.node.oracle.View(), nil
 	}
+	if r.isLearner() {
+		return nil, rpctypes.ErrGRPCNotSupportedForLearner
+	}
 	rctx, cancel := context.WithTimeout(ctx, leaderWait+2*time.Second)
 	defer cancel()
 	if _, err := r.node.oracle.ReadRev(rctx); err != nil {

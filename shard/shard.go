@@ -65,6 +65,9 @@ type Config struct {
 	// PreferLeader reports whether this node should lead the range (it
 	// leads the oracle): the replica then asks for the lead.
 	PreferLeader func() bool
+	// Cluster: the group is replicated; Join: this replica starts empty and
+	// gets the log from the leader (see actors.GroupConfig).
+	Cluster, Join bool
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -81,6 +84,7 @@ type Shard struct {
 	index   atomic.Uint64
 	leading atomic.Bool
 	lead    atomic.Uint64
+	voters  atomic.Pointer[[]uint64]
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -274,6 +278,40 @@ func (s *Shard) Lead() uint64 { return s.lead.Load() }
 // TransferLeader asks the range's leader to hand the lead to replica to.
 func (s *Shard) TransferLeader(to uint64) { s.root.Send(s.pid, transferMsg{to: to}) }
 
+// ConfChange changes the range group's replicas and returns once the change
+// is applied here (on the leader).
+func (s *Shard) ConfChange(ctx context.Context, cc *raftpb.ConfChangeV2) error {
+	reply := make(chan error, 1)
+	s.root.Send(s.pid, &confChangeMsg{cc: cc, reply: reply})
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Progress is, on the leader, each replica's matched log index, and the
+// leader's last index.
+func (s *Shard) Progress(ctx context.Context) (map[uint64]uint64, uint64, error) {
+	reply := make(chan progressReply, 1)
+	s.root.Send(s.pid, &progressMsg{reply: reply})
+	select {
+	case r := <-reply:
+		return r.match, r.last, nil
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	}
+}
+
+// Voters are the group's voting replicas (as of the last message handled).
+func (s *Shard) Voters() []uint64 {
+	if v := s.voters.Load(); v != nil {
+		return *v
+	}
+	return nil
+}
+
 type latchMsg struct {
 	req   *LatchRequest
 	reply chan latchReply
@@ -317,6 +355,15 @@ type unreachableMsg struct{ to uint64 }
 type abortedMsg struct{ txns []uint64 }
 type leadRetryMsg struct{ epoch uint64 }
 type transferMsg struct{ to uint64 }
+type confChangeMsg struct {
+	cc    *raftpb.ConfChangeV2
+	reply chan error
+}
+type progressMsg struct{ reply chan progressReply }
+type progressReply struct {
+	match map[uint64]uint64
+	last  uint64
+}
 type sweptMsg struct{}
 
 // intent is an intent committed in the log, waiting for its decision.
@@ -377,6 +424,9 @@ type shardActor struct {
 	sweeping    bool
 	lastSwept   time.Time
 	pendingLead bool // leading once the resolved intents have applied
+
+	confWaiters map[string]chan error
+	confSeq     uint64
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -405,6 +455,17 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.onTick()
 	case transferMsg:
 		a.group.TransferLeader(m.to)
+	case *progressMsg:
+		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
+	case *confChangeMsg:
+		a.confSeq++
+		ctx := binary.BigEndian.AppendUint64(nil, a.confSeq)
+		m.cc.Context = ctx
+		if err := a.group.ProposeConfChange(m.cc); err != nil {
+			m.reply <- err
+			break
+		}
+		a.confWaiters[string(ctx)] = m.reply
 	case unreachableMsg:
 		a.group.ReportUnreachable(m.to)
 	case *abortedMsg:
@@ -434,6 +495,16 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.watchLeader()
 	}
 	a.handle.lead.Store(a.group.Lead())
+	if done := a.group.TakeConfDone(); len(done) > 0 || a.handle.voters.Load() == nil {
+		for _, ctx := range done {
+			if ch, ok := a.confWaiters[string(ctx)]; ok {
+				delete(a.confWaiters, string(ctx))
+				ch <- nil
+			}
+		}
+		v := a.group.Voters()
+		a.handle.voters.Store(&v)
+	}
 }
 
 func (a *shardActor) handle1(msg any) {
@@ -520,6 +591,8 @@ func (a *shardActor) start() error {
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
 		Peers:   c.Peers,
 		Send:    c.Send,
+		Cluster: c.Cluster,
+		Join:    c.Join,
 	})
 	if err != nil {
 		return err
@@ -544,7 +617,8 @@ func (a *shardActor) start() error {
 	a.startLast = a.group.LastIndex()
 	a.recovering = true
 	a.aborted = map[uint64]time.Time{}
-	a.cluster = len(c.Peers) > 1
+	a.cluster = c.Cluster
+	a.confWaiters = map[string]chan error{}
 	if a.cluster {
 		// Apply what is known committed, then look the intents found up in
 		// this node's oracle replica; the group elects its leader by itself.
@@ -1268,6 +1342,10 @@ func (a *shardActor) stepDown() {
 		p.committed <- ErrNotLeader
 	}
 	a.proposals = a.proposals[:0]
+	for ctx, ch := range a.confWaiters {
+		delete(a.confWaiters, ctx)
+		ch <- ErrNotLeader
+	}
 	for _, p := range a.waiting {
 		if p.committed != nil {
 			p.committed <- ErrLeaderChanged

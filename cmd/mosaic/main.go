@@ -101,6 +101,24 @@ func serve(cfg *config, lg *zap.Logger) error {
 			memberID = m.ID
 		}
 	}
+	join := false
+	if cfg.InitialClusterState == clusterStateExist && len(initial) > 1 {
+		// A member added to a running cluster (etcdctl member add) learns
+		// its id, the cluster's and the members from the others, as etcd's
+		// joining member does.
+		fresh := !router.IsDataDir(cfg.DataDir)
+		m, cid, list, err := router.DiscoverSelf(ctx, initial, urlStrings(cfg.InitialAdvertisePeerURLs), fresh)
+		switch {
+		case err == nil:
+			memberID, clusterID, initial = m, cid, list
+			join = fresh
+		case fresh:
+			cancel()
+			return fmt.Errorf("joining the cluster: %w", err)
+		default:
+			lg.Warn("could not reach the other members; starting from this member's own data", zap.Error(err))
+		}
+	}
 	if cfg.UnsafeNoFsync {
 		lg.Warn("--unsafe-no-fsync: the Raft log is not synced; a power loss can lose acknowledged writes")
 	}
@@ -112,7 +130,7 @@ func serve(cfg *config, lg *zap.Logger) error {
 	})
 	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
 		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync,
-		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval})
+		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval, Join: join})
 	cancel()
 	slow.Stop()
 	if err != nil {
@@ -191,6 +209,8 @@ func serve(cfg *config, lg *zap.Logger) error {
 	select {
 	case sig := <-sigc:
 		lg.Info("received signal, shutting down", zap.String("signal", sig.String()))
+	case <-node.Removed():
+		lg.Warn("this member was removed from the cluster; shutting down")
 	case err := <-errc:
 		lg.Error("a listener failed, shutting down", zap.Error(err))
 	}

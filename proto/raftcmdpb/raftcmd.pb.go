@@ -694,8 +694,10 @@ type OracleCommand struct {
 	Split     *Split                 `protobuf:"bytes,4,opt,name=split,proto3" json:"split,omitempty"`
 	Grant     *Lease                 `protobuf:"bytes,5,opt,name=grant,proto3" json:"grant,omitempty"`
 	// Revokes of leases that hold no key: they take no revision.
-	RevokeLeases  []int64            `protobuf:"varint,6,rep,packed,name=revoke_leases,json=revokeLeases,proto3" json:"revoke_leases,omitempty"`
-	Checkpoints   []*LeaseCheckpoint `protobuf:"bytes,7,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	RevokeLeases []int64            `protobuf:"varint,6,rep,packed,name=revoke_leases,json=revokeLeases,proto3" json:"revoke_leases,omitempty"`
+	Checkpoints  []*LeaseCheckpoint `protobuf:"bytes,7,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// The cluster's members from now on (replaces the whole list).
+	Membership    *Membership `protobuf:"bytes,8,opt,name=membership,proto3" json:"membership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +781,135 @@ func (x *OracleCommand) GetCheckpoints() []*LeaseCheckpoint {
 	return nil
 }
 
+func (x *OracleCommand) GetMembership() *Membership {
+	if x != nil {
+		return x.Membership
+	}
+	return nil
+}
+
+// Member is one member of a cluster. Its id is its Raft id in every group.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls      []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	Learner       bool                   `protobuf:"varint,4,opt,name=learner,proto3" json:"learner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_raftcmd_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *Member) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+// Membership is the list of members, and the cluster id they share.
+type Membership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	ClusterId     uint64                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Membership) Reset() {
+	*x = Membership{}
+	mi := &file_raftcmd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Membership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Membership) ProtoMessage() {}
+
+func (x *Membership) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Membership.ProtoReflect.Descriptor instead.
+func (*Membership) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Membership) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Membership) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
 // Compact sets the compaction revision.
 type Compact struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -789,7 +920,7 @@ type Compact struct {
 
 func (x *Compact) Reset() {
 	*x = Compact{}
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +932,7 @@ func (x *Compact) String() string {
 func (*Compact) ProtoMessage() {}
 
 func (x *Compact) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +945,7 @@ func (x *Compact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compact.ProtoReflect.Descriptor instead.
 func (*Compact) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Compact) GetRevision() int64 {
@@ -839,15 +970,18 @@ type OracleState struct {
 	MemberId     uint64           `protobuf:"varint,8,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// compacted is false until the first compaction (etcd's compact revision
 	// is then -1, and Compact(0) succeeds).
-	Compacted     bool             `protobuf:"varint,9,opt,name=compacted,proto3" json:"compacted,omitempty"`
-	Leases        map[int64]*Lease `protobuf:"bytes,10,rep,name=leases,proto3" json:"leases,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Compacted bool             `protobuf:"varint,9,opt,name=compacted,proto3" json:"compacted,omitempty"`
+	Leases    map[int64]*Lease `protobuf:"bytes,10,rep,name=leases,proto3" json:"leases,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The cluster's members (empty on a single node, and in a cluster until
+	// its first leader records the initial members).
+	Members       []*Member `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OracleState) Reset() {
 	*x = OracleState{}
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +993,7 @@ func (x *OracleState) String() string {
 func (*OracleState) ProtoMessage() {}
 
 func (x *OracleState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1006,7 @@ func (x *OracleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleState.ProtoReflect.Descriptor instead.
 func (*OracleState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OracleState) GetRevision() int64 {
@@ -945,6 +1079,13 @@ func (x *OracleState) GetLeases() map[int64]*Lease {
 	return nil
 }
 
+func (x *OracleState) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_raftcmd_proto protoreflect.FileDescriptor
 
 const file_raftcmd_proto_rawDesc = "" +
@@ -990,7 +1131,7 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\tremaining\x18\x02 \x01(\x03R\tremaining\"4\n" +
 	"\x05Split\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\xd4\x02\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\"\x90\x03\n" +
 	"\rOracleCommand\x126\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x18.mosaic.raftcmd.DecisionR\tdecisions\x12\x16\n" +
 	"\x06aborts\x18\x02 \x03(\x04R\x06aborts\x121\n" +
@@ -998,9 +1139,22 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\x05split\x18\x04 \x01(\v2\x15.mosaic.raftcmd.SplitR\x05split\x12+\n" +
 	"\x05grant\x18\x05 \x01(\v2\x15.mosaic.raftcmd.LeaseR\x05grant\x12#\n" +
 	"\rrevoke_leases\x18\x06 \x03(\x03R\frevokeLeases\x12A\n" +
-	"\vcheckpoints\x18\a \x03(\v2\x1f.mosaic.raftcmd.LeaseCheckpointR\vcheckpoints\"%\n" +
+	"\vcheckpoints\x18\a \x03(\v2\x1f.mosaic.raftcmd.LeaseCheckpointR\vcheckpoints\x12:\n" +
+	"\n" +
+	"membership\x18\b \x01(\v2\x1a.mosaic.raftcmd.MembershipR\n" +
+	"membership\"c\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x18\n" +
+	"\alearner\x18\x04 \x01(\bR\alearner\"]\n" +
+	"\n" +
+	"Membership\x120\n" +
+	"\amembers\x18\x01 \x03(\v2\x16.mosaic.raftcmd.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\x04R\tclusterId\"%\n" +
 	"\aCompact\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xbe\x04\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xf0\x04\n" +
 	"\vOracleState\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12)\n" +
 	"\x10compact_revision\x18\x02 \x01(\x03R\x0fcompactRevision\x121\n" +
@@ -1013,7 +1167,8 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\tmember_id\x18\b \x01(\x04R\bmemberId\x12\x1c\n" +
 	"\tcompacted\x18\t \x01(\bR\tcompacted\x12?\n" +
 	"\x06leases\x18\n" +
-	" \x03(\v2'.mosaic.raftcmd.OracleState.LeasesEntryR\x06leases\x1a:\n" +
+	" \x03(\v2'.mosaic.raftcmd.OracleState.LeasesEntryR\x06leases\x120\n" +
+	"\amembers\x18\v \x03(\v2\x16.mosaic.raftcmd.MemberR\amembers\x1a:\n" +
 	"\fLastRevEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aP\n" +
@@ -1033,7 +1188,7 @@ func file_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_raftcmd_proto_goTypes = []any{
 	(*RangeDesc)(nil),       // 0: mosaic.raftcmd.RangeDesc
 	(*Op)(nil),              // 1: mosaic.raftcmd.Op
@@ -1046,10 +1201,12 @@ var file_raftcmd_proto_goTypes = []any{
 	(*LeaseCheckpoint)(nil), // 8: mosaic.raftcmd.LeaseCheckpoint
 	(*Split)(nil),           // 9: mosaic.raftcmd.Split
 	(*OracleCommand)(nil),   // 10: mosaic.raftcmd.OracleCommand
-	(*Compact)(nil),         // 11: mosaic.raftcmd.Compact
-	(*OracleState)(nil),     // 12: mosaic.raftcmd.OracleState
-	nil,                     // 13: mosaic.raftcmd.OracleState.LastRevEntry
-	nil,                     // 14: mosaic.raftcmd.OracleState.LeasesEntry
+	(*Member)(nil),          // 11: mosaic.raftcmd.Member
+	(*Membership)(nil),      // 12: mosaic.raftcmd.Membership
+	(*Compact)(nil),         // 13: mosaic.raftcmd.Compact
+	(*OracleState)(nil),     // 14: mosaic.raftcmd.OracleState
+	nil,                     // 15: mosaic.raftcmd.OracleState.LastRevEntry
+	nil,                     // 16: mosaic.raftcmd.OracleState.LeasesEntry
 }
 var file_raftcmd_proto_depIdxs = []int32{
 	2,  // 0: mosaic.raftcmd.Op.put:type_name -> mosaic.raftcmd.PutOp
@@ -1057,19 +1214,22 @@ var file_raftcmd_proto_depIdxs = []int32{
 	1,  // 2: mosaic.raftcmd.Intent.ops:type_name -> mosaic.raftcmd.Op
 	4,  // 3: mosaic.raftcmd.ShardCommand.intents:type_name -> mosaic.raftcmd.Intent
 	6,  // 4: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
-	11, // 5: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
+	13, // 5: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
 	9,  // 6: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
 	7,  // 7: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
 	8,  // 8: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
-	0,  // 9: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
-	13, // 10: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
-	14, // 11: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
-	7,  // 12: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 9: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
+	11, // 10: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
+	0,  // 11: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
+	15, // 12: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
+	16, // 13: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
+	11, // 14: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
+	7,  // 15: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_proto_init() }
@@ -1088,7 +1248,7 @@ func file_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_proto_rawDesc), len(file_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
