@@ -431,8 +431,8 @@ type oracleActor struct {
 	memberers   []chan error
 	confWaiters map[string]chan error
 	confSeq     uint64
-	lead    uint64
-	leader  bool
+	lead        uint64
+	leader      bool
 	// reads waiting for ReadIndex; readQueue not yet asked for.
 	readQueue []chan fate
 	reads     []*readWait
