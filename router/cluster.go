@@ -231,15 +231,8 @@ func (n *Node) onMembers(members []*raftcmdpb.Member) {
 			}
 		}
 	}
-	n.memberMu.Lock()
-	known := n.known
-	n.known = keep
-	n.memberMu.Unlock()
-	for id := range known {
-		if !keep[id] && id != n.nodeID {
-			n.transport.RemovePeer(id)
-		}
-	}
+	// A member leaving stays reachable: it must still get the log entries
+	// that tell it so. Raft stops sending to it once it left every group.
 	if !self && len(members) > 0 && n.started.Load() {
 		n.removedMu.Do(func() { close(n.removed) })
 	}

@@ -140,7 +140,9 @@ func forward[T headered](r *Router, ctx context.Context, call func(context.Conte
 			return resp, false, nil
 		}
 		resp, err = call(outgoing(ctx), conn)
-		if notSent(err) && time.Now().Before(deadline) {
+		// Not sent, or refused by a member that is no longer the primary
+		// (it ran nothing): try the current primary.
+		if (notSent(err) || notLeaderErr(err)) && time.Now().Before(deadline) {
 			select {
 			case <-ctx.Done():
 				return resp, true, toGRPC(ctx.Err())
@@ -237,4 +239,10 @@ func (r *Router) isLearner() bool {
 	v := r.node.oracle.View()
 	m := findMember(v.Members, v.MemberID)
 	return m != nil && m.Learner
+}
+
+// notLeaderErr reports etcd's "not leader", which a member answers to a
+// forwarded request when it no longer runs the writes.
+func notLeaderErr(err error) bool {
+	return err != nil && rpctypes.Error(err) == rpctypes.ErrNotLeader
 }

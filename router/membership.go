@@ -111,6 +111,7 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		if err := n.oracle.SetMembers(ctx, &raftcmdpb.Membership{Members: list}); err != nil {
 			return toGRPC(err)
 		}
+		n.awaitReplica(ctx, id, 3*time.Second)
 	}
 	return n.changeEveryGroup(ctx, raftpb.ConfChangeRemoveNode, id)
 }
@@ -381,4 +382,22 @@ func (n *Node) handOver(ctx context.Context) error {
 		}
 	}
 	return rpctypes.ErrGRPCNotLeader
+}
+
+// awaitReplica waits, up to d, until member id holds the oracle's log as
+// far as the leader's last index now: a member being removed learns it
+// from the list's entry, which it must get before it leaves the group.
+func (n *Node) awaitReplica(ctx context.Context, id uint64, d time.Duration) {
+	_, last, err := n.oracle.Progress(ctx)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		match, _, err := n.oracle.Progress(ctx)
+		if err != nil || match[id] >= last {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

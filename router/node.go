@@ -107,8 +107,6 @@ type Node struct {
 	splitMembers map[uint64][]*raftcmdpb.Member
 
 	joining   bool
-	memberMu  sync.Mutex // guards known
-	known     map[uint64]bool
 	changeMu  sync.Mutex // one membership change at a time
 	removed   chan struct{}
 	removedMu sync.Once

@@ -211,6 +211,9 @@ func serve(cfg *config, lg *zap.Logger) error {
 		lg.Info("received signal, shutting down", zap.String("signal", sig.String()))
 	case <-node.Removed():
 		lg.Warn("this member was removed from the cluster; shutting down")
+		// Requests it passed on, the removal itself among them, get their
+		// answers first.
+		time.Sleep(2 * time.Second)
 	case err := <-errc:
 		lg.Error("a listener failed, shutting down", zap.Error(err))
 	}
