@@ -658,14 +658,12 @@ func (a *oracleActor) checkpoint(m *checkpointMsg) {
 // persist saves the state and the fates changed since the last save, and
 // returns the applied index the saved state covers.
 //
-// In a cluster the state is not saved: the whole log is replayed at start,
-// so that every decision is told again to the shards (a follower's shard
-// may get a decision before its intent, and must not miss it because the
-// saved state already held it). Logs are not truncated in a cluster yet.
+// In a cluster too: replicas of a range apply decisions from their own log
+// (the range's leader puts them there), so nothing depends on the oracle
+// telling them again after a restart. A fate is forgotten (Prune) once
+// every range replica here applied it from its log, where any future
+// leader of the range finds it.
 func (a *oracleActor) persist() uint64 {
-	if a.cluster {
-		return 0
-	}
 	if err := a.cfg.Meta.Save(a.state.pb, a.dirty, a.gone); err != nil {
 		a.cfg.Logger.Fatal("revision oracle: persisting state failed", zap.Error(err))
 	}

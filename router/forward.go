@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -100,6 +101,9 @@ func (f *forwarder) conn(n *Node, id uint64) (*grpc.ClientConn, error) {
 	}
 	c, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A primary cut off is noticed without waiting for a reset (the
+		// peer listener allows pings every 5s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)))
 	if err != nil {
 		return nil, err
@@ -150,9 +154,26 @@ func forward[T headered](r *Router, ctx context.Context, call func(context.Conte
 			}
 			continue
 		}
-		resp, err = forwarded(r, resp, err)
+		resp, err = forwarded(r, resp, lostForward(err))
 		return resp, true, err
 	}
+}
+
+// lostForward turns a forwarded call that broke in transit (the primary
+// died or the network between failed after the request left) into etcd's
+// "request timed out": its outcome is unknown, and the client is owed an
+// etcd error, not a connection error that is not about its own connection.
+func lostForward(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := rpctypes.Error(err).(rpctypes.EtcdError); ok {
+		return err
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		return rpctypes.ErrGRPCTimeout
+	}
+	return err
 }
 
 // notSent reports whether a call failed to reach the other node at all.

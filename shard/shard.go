@@ -427,6 +427,11 @@ type shardActor struct {
 
 	confWaiters map[string]chan error
 	confSeq     uint64
+	// toLog holds decisions and aborts the leader puts in the next entry;
+	// deferLog the decisions it applied before it leads, logged with those
+	// it resolves.
+	toLog    *raftcmdpb.ShardCommand
+	deferLog []revision.Decided
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -470,7 +475,7 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.group.ReportUnreachable(m.to)
 	case *abortedMsg:
 		for _, txn := range m.txns {
-			a.onAborted(txn)
+			a.onAbortedNotice(txn)
 		}
 	case *leadRetryMsg:
 		if m.epoch == a.epoch && a.leader && !a.leading {
@@ -524,6 +529,25 @@ func (a *shardActor) handle1(msg any) {
 	case *releaseMsg:
 		a.release(m.txn)
 	case *decidedMsg:
+		if a.cluster {
+			if !a.leader {
+				return // a follower applies decisions from its log
+			}
+			// The leader applies decisions as the oracle makes them, and
+			// logs them for the followers in revision order: as they come
+			// once it leads, and, until then, with those it resolves.
+			if !a.leading {
+				// Not applied yet either: the queue must first hold what
+				// the predecessors left (finishLeadResolve).
+				a.deferLog = append(a.deferLog, m.ds...)
+				return
+			}
+			for _, d := range m.ds {
+				if d.Rev > a.appliedRev {
+					a.logDecided(d.TxnID, d.Rev)
+				}
+			}
+		}
 		a.onDecided(m.ds)
 	case *freezeMsg:
 		a.isFrozen = true
@@ -832,10 +856,14 @@ func (a *shardActor) checkFrozen() {
 // flushProposals puts every queued intent into one log entry, while no
 // Ready is being made durable (so one fsync carries many intents).
 func (a *shardActor) flushProposals() {
-	if len(a.proposals) == 0 || a.group.Busy() {
+	if (len(a.proposals) == 0 && a.toLog == nil) || a.group.Busy() {
 		return
 	}
 	cmd := &raftcmdpb.ShardCommand{}
+	if a.toLog != nil {
+		cmd.Decided, cmd.Aborted = a.toLog.Decided, a.toLog.Aborted
+		a.toLog = nil
+	}
 	for _, p := range a.proposals {
 		cmd.Intents = append(cmd.Intents, &raftcmdpb.Intent{TxnId: p.txn, Ops: p.ops})
 	}
@@ -878,6 +906,9 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 			delete(a.waiting, in.TxnId)
 			if _, ok := a.aborted[in.TxnId]; ok {
 				delete(a.aborted, in.TxnId)
+				if a.cluster && a.leader {
+					a.logAborted(in.TxnId) // the followers hold it: tell them
+				}
 				if p != nil && p.committed != nil {
 					p.committed <- revision.ErrAborted
 				}
@@ -891,6 +922,14 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 			a.perEntry[e.GetIndex()]++
 			if p != nil && p.committed != nil {
 				p.committed <- nil
+			}
+		}
+		if a.cluster {
+			for _, d := range cmd.Decided {
+				a.queueDecided(revision.Decided{TxnID: d.TxnId, Rev: d.Revision})
+			}
+			for _, txn := range cmd.Aborted {
+				a.dropAborted(txn)
 			}
 		}
 	}
@@ -914,23 +953,10 @@ func (a *shardActor) startRecovery() {
 	}
 	oracle, self, root := a.cfg.Oracle, a.self, a.handle.root
 	if a.cluster {
-		// Only the oracle's leader may abort; here the fates this node's
-		// replica knows are used, and the other intents wait for their
-		// decision or abort to arrive.
-		go func() {
-			fates := map[uint64]int64{}
-			for _, t := range txns {
-				rev, known, err := oracle.Fate(context.Background(), t)
-				if err != nil {
-					root.Send(self, &resolvedMsg{err: err})
-					return
-				}
-				if known {
-					fates[t] = rev
-				}
-			}
-			root.Send(self, &resolvedMsg{fates: fates})
-		}()
+		// The log holds the fate of every intent it holds, or will: the
+		// leader puts decisions and aborts in it (and a new leader resolves
+		// what its predecessor left). Nothing to ask.
+		go root.Send(self, &resolvedMsg{fates: map[uint64]int64{}})
 		return
 	}
 	go func() {
@@ -1226,6 +1252,36 @@ func (a *shardActor) applyBatch(ds []revision.Decided, pre map[int32][]*mvccpb.K
 	}
 }
 
+// onAbortedNotice handles the oracle's word that txn aborted: the leader
+// drops its intent and logs the abort for the followers, which act on
+// their log alone (single node: the intent is dropped).
+func (a *shardActor) onAbortedNotice(txn uint64) {
+	if a.cluster && !a.leader {
+		return
+	}
+	_, pending := a.intents[txn]
+	_, proposed := a.waiting[txn]
+	if a.cluster && (pending || proposed) {
+		a.logAborted(txn)
+	}
+	a.onAborted(txn)
+}
+
+// logDecided and logAborted queue a decision or an abort for the log.
+func (a *shardActor) logDecided(txn uint64, rev int64) {
+	if a.toLog == nil {
+		a.toLog = &raftcmdpb.ShardCommand{}
+	}
+	a.toLog.Decided = append(a.toLog.Decided, &raftcmdpb.Decided{TxnId: txn, Revision: rev})
+}
+
+func (a *shardActor) logAborted(txn uint64) {
+	if a.toLog == nil {
+		a.toLog = &raftcmdpb.ShardCommand{}
+	}
+	a.toLog.Aborted = append(a.toLog.Aborted, txn)
+}
+
 // onAborted drops an aborted transaction's intent, or remembers the abort
 // until the intent commits here.
 func (a *shardActor) onAborted(txn uint64) {
@@ -1346,6 +1402,7 @@ func (a *shardActor) stepDown() {
 		delete(a.confWaiters, ctx)
 		ch <- ErrNotLeader
 	}
+	a.toLog, a.deferLog = nil, nil
 	for _, p := range a.waiting {
 		if p.committed != nil {
 			p.committed <- ErrLeaderChanged
@@ -1392,30 +1449,82 @@ func (a *shardActor) finishLeadResolve(m *resolvedMsg) {
 		time.AfterFunc(200*time.Millisecond, func() { root.Send(self, &leadRetryMsg{epoch: epoch}) })
 		return
 	}
-	var ds []revision.Decided
+	// toApply: decided, not applied here; toLog: also those applied here
+	// (before a restart) that the log may lack. Keyed by txn: the oracle's
+	// word may come both ways.
+	toApply := map[uint64]int64{}
+	toLog := map[uint64]int64{}
+	for _, d := range a.deferLog {
+		if d.Rev > a.appliedRev {
+			toApply[d.TxnID], toLog[d.TxnID] = d.Rev, d.Rev
+		}
+	}
+	a.deferLog = nil
 	for txn, rev := range m.fates {
 		if _, ok := a.intents[txn]; !ok {
 			continue
 		}
 		switch {
 		case rev == 0:
+			a.logAborted(txn)
 			a.onAborted(txn)
 		case rev <= a.appliedRev:
-			a.dropIntent(txn) // applied before a restart
+			toLog[txn] = rev
+			a.dropIntent(txn)
 		default:
-			ds = append(ds, revision.Decided{TxnID: txn, Rev: rev})
+			toApply[txn], toLog[txn] = rev, rev
 		}
 	}
-	// Decisions arrive through the oracle's notifications too; the queue
-	// ignores what it already holds or applied.
-	sort.Slice(ds, func(i, j int) bool { return ds[i].Rev < ds[j].Rev })
-	a.mergeDecided(ds)
+	// Everything decided that this leadership has not logged yet goes in
+	// one batch, in revision order: a follower applies decisions in the
+	// order of its log and must never see a later one first.
+	for _, d := range sortedDecided(toLog) {
+		a.logDecided(d.TxnID, d.Rev)
+	}
+	a.mergeDecided(sortedDecided(toApply))
 	if len(a.intents) > 0 {
 		// Decided intents must apply before latches are granted.
 		a.pendingLead = true
 		return
 	}
 	a.startLeading()
+}
+
+// sortedDecided lists txn -> rev in revision order.
+func sortedDecided(m map[uint64]int64) []revision.Decided {
+	out := make([]revision.Decided, 0, len(m))
+	for txn, rev := range m {
+		out = append(out, revision.Decided{TxnID: txn, Rev: rev})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Rev < out[j].Rev })
+	return out
+}
+
+// queueDecided adds a decision from the log to the queue, unless applied
+// or queued already. Decisions come in revision order from the log.
+func (a *shardActor) queueDecided(d revision.Decided) {
+	if d.Rev <= a.appliedRev {
+		return
+	}
+	for _, q := range a.decided {
+		if q.TxnID == d.TxnID {
+			return
+		}
+	}
+	a.decided = append(a.decided, d)
+	sort.SliceStable(a.decided, func(i, j int) bool { return a.decided[i].Rev < a.decided[j].Rev })
+}
+
+// dropAborted drops an intent the log says was aborted.
+func (a *shardActor) dropAborted(txn uint64) {
+	if in, ok := a.intents[txn]; ok {
+		delete(a.intents, txn)
+		a.resolved(in.index)
+		if in.applied != nil {
+			in.applied <- Applied{Err: revision.ErrAborted}
+		}
+		a.checkFrozen()
+	}
 }
 
 // mergeDecided adds decisions to the queue unless already there, keeping

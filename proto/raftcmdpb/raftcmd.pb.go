@@ -398,8 +398,13 @@ func (x *Intent) GetOps() []*Op {
 
 // ShardCommand is the data of one entry in a shard's Raft log.
 type ShardCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Intents       []*Intent              `protobuf:"bytes,1,rep,name=intents,proto3" json:"intents,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Intents []*Intent              `protobuf:"bytes,1,rep,name=intents,proto3" json:"intents,omitempty"`
+	// In a cluster, the fates of intents, put in the log by the range's
+	// leader once the oracle decided them, in revision order: every replica
+	// applies its range from its own log alone.
+	Decided       []*Decided `protobuf:"bytes,2,rep,name=decided,proto3" json:"decided,omitempty"`
+	Aborted       []uint64   `protobuf:"varint,3,rep,packed,name=aborted,proto3" json:"aborted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -441,6 +446,73 @@ func (x *ShardCommand) GetIntents() []*Intent {
 	return nil
 }
 
+func (x *ShardCommand) GetDecided() []*Decided {
+	if x != nil {
+		return x.Decided
+	}
+	return nil
+}
+
+func (x *ShardCommand) GetAborted() []uint64 {
+	if x != nil {
+		return x.Aborted
+	}
+	return nil
+}
+
+// Decided is the revision the oracle gave a transaction.
+type Decided struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Decided) Reset() {
+	*x = Decided{}
+	mi := &file_raftcmd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decided) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decided) ProtoMessage() {}
+
+func (x *Decided) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decided.ProtoReflect.Descriptor instead.
+func (*Decided) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Decided) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *Decided) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // Decision assigns one revision to one transaction.
 type Decision struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -459,7 +531,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_raftcmd_proto_msgTypes[6]
+	mi := &file_raftcmd_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +543,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[6]
+	mi := &file_raftcmd_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +556,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{6}
+	return file_raftcmd_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Decision) GetTxnId() uint64 {
@@ -529,7 +601,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +613,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[7]
+	mi := &file_raftcmd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +626,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{7}
+	return file_raftcmd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Lease) GetId() int64 {
@@ -589,7 +661,7 @@ type LeaseCheckpoint struct {
 
 func (x *LeaseCheckpoint) Reset() {
 	*x = LeaseCheckpoint{}
-	mi := &file_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +673,7 @@ func (x *LeaseCheckpoint) String() string {
 func (*LeaseCheckpoint) ProtoMessage() {}
 
 func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[8]
+	mi := &file_raftcmd_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +686,7 @@ func (x *LeaseCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseCheckpoint.ProtoReflect.Descriptor instead.
 func (*LeaseCheckpoint) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{8}
+	return file_raftcmd_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeaseCheckpoint) GetId() int64 {
@@ -642,7 +714,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +726,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[9]
+	mi := &file_raftcmd_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +739,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{9}
+	return file_raftcmd_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Split) GetRangeId() uint64 {
@@ -704,7 +776,7 @@ type OracleCommand struct {
 
 func (x *OracleCommand) Reset() {
 	*x = OracleCommand{}
-	mi := &file_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +788,7 @@ func (x *OracleCommand) String() string {
 func (*OracleCommand) ProtoMessage() {}
 
 func (x *OracleCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[10]
+	mi := &file_raftcmd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +801,7 @@ func (x *OracleCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleCommand.ProtoReflect.Descriptor instead.
 func (*OracleCommand) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{10}
+	return file_raftcmd_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OracleCommand) GetDecisions() []*Decision {
@@ -801,7 +873,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +885,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +898,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetId() uint64 {
@@ -868,7 +940,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +952,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +965,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Membership) GetMembers() []*Member {
@@ -920,7 +992,7 @@ type Compact struct {
 
 func (x *Compact) Reset() {
 	*x = Compact{}
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1004,7 @@ func (x *Compact) String() string {
 func (*Compact) ProtoMessage() {}
 
 func (x *Compact) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1017,7 @@ func (x *Compact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compact.ProtoReflect.Descriptor instead.
 func (*Compact) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Compact) GetRevision() int64 {
@@ -981,7 +1053,7 @@ type OracleState struct {
 
 func (x *OracleState) Reset() {
 	*x = OracleState{}
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1065,7 @@ func (x *OracleState) String() string {
 func (*OracleState) ProtoMessage() {}
 
 func (x *OracleState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1078,7 @@ func (x *OracleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleState.ProtoReflect.Descriptor instead.
 func (*OracleState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OracleState) GetRevision() int64 {
@@ -1114,9 +1186,14 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\"E\n" +
 	"\x06Intent\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12$\n" +
-	"\x03ops\x18\x02 \x03(\v2\x12.mosaic.raftcmd.OpR\x03ops\"@\n" +
+	"\x03ops\x18\x02 \x03(\v2\x12.mosaic.raftcmd.OpR\x03ops\"\x8d\x01\n" +
 	"\fShardCommand\x120\n" +
-	"\aintents\x18\x01 \x03(\v2\x16.mosaic.raftcmd.IntentR\aintents\"\x83\x01\n" +
+	"\aintents\x18\x01 \x03(\v2\x16.mosaic.raftcmd.IntentR\aintents\x121\n" +
+	"\adecided\x18\x02 \x03(\v2\x17.mosaic.raftcmd.DecidedR\adecided\x12\x18\n" +
+	"\aaborted\x18\x03 \x03(\x04R\aaborted\"<\n" +
+	"\aDecided\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\x83\x01\n" +
 	"\bDecision\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x16\n" +
 	"\x06ranges\x18\x02 \x03(\x04R\x06ranges\x12%\n" +
@@ -1188,7 +1265,7 @@ func file_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_raftcmd_proto_goTypes = []any{
 	(*RangeDesc)(nil),       // 0: mosaic.raftcmd.RangeDesc
 	(*Op)(nil),              // 1: mosaic.raftcmd.Op
@@ -1196,40 +1273,42 @@ var file_raftcmd_proto_goTypes = []any{
 	(*DeleteOp)(nil),        // 3: mosaic.raftcmd.DeleteOp
 	(*Intent)(nil),          // 4: mosaic.raftcmd.Intent
 	(*ShardCommand)(nil),    // 5: mosaic.raftcmd.ShardCommand
-	(*Decision)(nil),        // 6: mosaic.raftcmd.Decision
-	(*Lease)(nil),           // 7: mosaic.raftcmd.Lease
-	(*LeaseCheckpoint)(nil), // 8: mosaic.raftcmd.LeaseCheckpoint
-	(*Split)(nil),           // 9: mosaic.raftcmd.Split
-	(*OracleCommand)(nil),   // 10: mosaic.raftcmd.OracleCommand
-	(*Member)(nil),          // 11: mosaic.raftcmd.Member
-	(*Membership)(nil),      // 12: mosaic.raftcmd.Membership
-	(*Compact)(nil),         // 13: mosaic.raftcmd.Compact
-	(*OracleState)(nil),     // 14: mosaic.raftcmd.OracleState
-	nil,                     // 15: mosaic.raftcmd.OracleState.LastRevEntry
-	nil,                     // 16: mosaic.raftcmd.OracleState.LeasesEntry
+	(*Decided)(nil),         // 6: mosaic.raftcmd.Decided
+	(*Decision)(nil),        // 7: mosaic.raftcmd.Decision
+	(*Lease)(nil),           // 8: mosaic.raftcmd.Lease
+	(*LeaseCheckpoint)(nil), // 9: mosaic.raftcmd.LeaseCheckpoint
+	(*Split)(nil),           // 10: mosaic.raftcmd.Split
+	(*OracleCommand)(nil),   // 11: mosaic.raftcmd.OracleCommand
+	(*Member)(nil),          // 12: mosaic.raftcmd.Member
+	(*Membership)(nil),      // 13: mosaic.raftcmd.Membership
+	(*Compact)(nil),         // 14: mosaic.raftcmd.Compact
+	(*OracleState)(nil),     // 15: mosaic.raftcmd.OracleState
+	nil,                     // 16: mosaic.raftcmd.OracleState.LastRevEntry
+	nil,                     // 17: mosaic.raftcmd.OracleState.LeasesEntry
 }
 var file_raftcmd_proto_depIdxs = []int32{
 	2,  // 0: mosaic.raftcmd.Op.put:type_name -> mosaic.raftcmd.PutOp
 	3,  // 1: mosaic.raftcmd.Op.delete:type_name -> mosaic.raftcmd.DeleteOp
 	1,  // 2: mosaic.raftcmd.Intent.ops:type_name -> mosaic.raftcmd.Op
 	4,  // 3: mosaic.raftcmd.ShardCommand.intents:type_name -> mosaic.raftcmd.Intent
-	6,  // 4: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
-	13, // 5: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
-	9,  // 6: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
-	7,  // 7: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
-	8,  // 8: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
-	12, // 9: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
-	11, // 10: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
-	0,  // 11: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
-	15, // 12: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
-	16, // 13: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
-	11, // 14: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
-	7,  // 15: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 4: mosaic.raftcmd.ShardCommand.decided:type_name -> mosaic.raftcmd.Decided
+	7,  // 5: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
+	14, // 6: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
+	10, // 7: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
+	8,  // 8: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
+	9,  // 9: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
+	13, // 10: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
+	12, // 11: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
+	0,  // 12: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
+	16, // 13: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
+	17, // 14: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
+	12, // 15: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
+	8,  // 16: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_proto_init() }
@@ -1248,7 +1327,7 @@ func file_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_proto_rawDesc), len(file_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
