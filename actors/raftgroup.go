@@ -42,6 +42,11 @@ type RaftGroup struct {
 	cs           *raftpb.ConfState
 	ownerApplied uint64
 	confDone     [][]byte
+	// confs are the configurations since the log's first index, oldest
+	// first, so that a snapshot below the applied index names its own.
+	confs    []confAt
+	restore  func(*raftpb.Snapshot) error
+	restored func(*raftpb.Snapshot)
 
 	// provides and requires tag the next write that carries entries (see
 	// LogWrite): they belong to entries proposed since the last such write.
@@ -72,6 +77,15 @@ type GroupConfig struct {
 	// leader sends it the log once it is added to the group.
 	Cluster bool
 	Join    bool
+	// Snapshot makes a snapshot of the owner's state for a replica the log
+	// no longer reaches (see SnapshotAt); nil: the group sends none.
+	// Restore loads a received snapshot's data into the owner's state
+	// before the log records it; Restored tells the owner the log did (the
+	// owner then takes the snapshot's point as its applied state). All
+	// three run in the owner's Receive.
+	Snapshot func() (*raftpb.Snapshot, error)
+	Restore  func(*raftpb.Snapshot) error
+	Restored func(*raftpb.Snapshot)
 }
 
 // OpenRaftGroup loads the group's log, or creates a single-voter group with
@@ -84,9 +98,9 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	ms := raft.NewMemoryStorage()
 	var storage raft.Storage = ms
 	if c.Cluster {
-		// Replicas never send snapshots yet: a snapshot would carry no data.
-		// Logs are kept until every replica has them (see Compact's callers).
-		storage = noSnapshots{ms}
+		// A replica behind the log's first index is sent the owner's
+		// snapshot, made when Raft asks for it.
+		storage = ownerSnapshots{ms, c.Snapshot}
 	}
 	fresh := gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0
 	if fresh && !c.Cluster {
@@ -154,10 +168,12 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		return nil, err
 	}
 	g := &RaftGroup{id: c.Group, rn: rn, ms: ms, ls: c.Store, lg: c.Logger, onDur: c.Durable, send: c.Send, prevHS: hs,
-		applied: applied, ownerApplied: applied, cs: proto.Clone(gl.Snap.GetConfState()).(*raftpb.ConfState)}
+		applied: applied, ownerApplied: applied, cs: proto.Clone(gl.Snap.GetConfState()).(*raftpb.ConfState),
+		restore: c.Restore, restored: c.Restored}
 	if g.cs == nil {
 		g.cs = &raftpb.ConfState{}
 	}
+	g.confs = []confAt{{index: gl.Snap.GetIndex(), cs: g.cs}}
 	if fresh && c.Cluster && !c.Join {
 		peers := make([]raft.Peer, len(c.Peers))
 		for i, id := range c.Peers {
@@ -270,6 +286,11 @@ func (g *RaftGroup) Drive(apply func([]*raftpb.Entry)) {
 			}
 			if rd.Snapshot != nil {
 				w.Snap = rd.Snapshot.GetMetadata()
+				if g.restore != nil {
+					if err := g.restore(rd.Snapshot); err != nil {
+						g.lg.Fatal("raft group: restoring a snapshot failed", zap.Uint64("group", g.id), zap.Error(err))
+					}
+				}
 			}
 			g.ls.Submit(w)
 			return
@@ -288,6 +309,14 @@ func (g *RaftGroup) Persisted(apply func([]*raftpb.Entry)) error {
 	if rd.Snapshot != nil {
 		if err := g.ms.ApplySnapshot(rd.Snapshot); err != nil {
 			return err
+		}
+		md := rd.Snapshot.GetMetadata()
+		g.cs = md.GetConfState()
+		g.confs = []confAt{{index: md.GetIndex(), cs: g.cs}}
+		g.applied = max(g.applied, md.GetIndex())
+		g.ownerApplied = max(g.ownerApplied, md.GetIndex())
+		if g.restored != nil {
+			g.restored(rd.Snapshot)
 		}
 	}
 	if err := g.ms.Append(rd.Entries); err != nil {
@@ -347,6 +376,7 @@ func (g *RaftGroup) applyConfChange(e *raftpb.Entry) {
 		return
 	}
 	g.cs = g.rn.ApplyConfChange(cc)
+	g.confs = append(g.confs, confAt{index: e.GetIndex(), cs: g.cs})
 	if len(ctx) > 0 && e.GetIndex() > g.ownerApplied {
 		g.confDone = append(g.confDone, ctx)
 	}
@@ -388,12 +418,15 @@ func (g *RaftGroup) Compact(index uint64) error {
 	if first, _ := g.ms.FirstIndex(); index < first {
 		return nil
 	}
-	snap, err := g.ms.CreateSnapshot(index, g.confState(), nil)
+	snap, err := g.ms.CreateSnapshot(index, g.confAt(index), nil)
 	if err != nil {
 		return err
 	}
 	if err := g.ms.Compact(index); err != nil {
 		return err
+	}
+	for len(g.confs) > 1 && g.confs[1].index <= index {
+		g.confs = g.confs[1:]
 	}
 	done := make(chan error, 1)
 	g.ls.Submit(&LogWrite{Group: g.id, Snap: snap.GetMetadata(), Done: func(err error) { done <- err }})
@@ -403,7 +436,6 @@ func (g *RaftGroup) Compact(index uint64) error {
 	return g.ls.Truncate(g.id, index)
 }
 
-func (g *RaftGroup) confState() *raftpb.ConfState { return g.cs }
 
 // raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings.
 type raftLogger struct{ s *zap.SugaredLogger }
@@ -430,9 +462,45 @@ func (g *RaftGroup) LastIndex() uint64 {
 // Busy reports whether a Ready is being made durable.
 func (g *RaftGroup) Busy() bool { return g.inflight != nil }
 
-// noSnapshots is a Storage that never has a snapshot to send.
-type noSnapshots struct{ *raft.MemoryStorage }
+// ownerSnapshots is a Storage whose snapshots the owner makes on demand.
+type ownerSnapshots struct {
+	*raft.MemoryStorage
+	make func() (*raftpb.Snapshot, error)
+}
 
-func (noSnapshots) Snapshot() (*raftpb.Snapshot, error) {
-	return nil, raft.ErrSnapshotTemporarilyUnavailable
+func (s ownerSnapshots) Snapshot() (*raftpb.Snapshot, error) {
+	if s.make == nil {
+		return nil, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	return s.make()
+}
+
+// confAt is the configuration from a log index on.
+type confAt struct {
+	index uint64
+	cs    *raftpb.ConfState
+}
+
+// confAt is the configuration in force at log index.
+func (g *RaftGroup) confAt(index uint64) *raftpb.ConfState {
+	cs := g.confs[0].cs
+	for _, c := range g.confs {
+		if c.index <= index {
+			cs = c.cs
+		}
+	}
+	return cs
+}
+
+// SnapshotAt is a snapshot of the owner's data taken at log index (at most
+// the applied index, at least the log's first index - 1): the term and the
+// configuration are the log's at that index.
+func (g *RaftGroup) SnapshotAt(index uint64, data []byte) (*raftpb.Snapshot, error) {
+	term, err := g.ms.Term(index)
+	if err != nil {
+		return nil, err
+	}
+	cs := g.confAt(index)
+	return &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{
+		Index: proto.Uint64(index), Term: proto.Uint64(term), ConfState: proto.Clone(cs).(*raftpb.ConfState)}}, nil
 }

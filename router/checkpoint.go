@@ -45,14 +45,12 @@ func (n *Node) checkpointLoop(every time.Duration) {
 			continue
 		}
 		if prev := n.lastCkpt; prev != nil {
-			// In a cluster, logs are kept whole for now: a replica that fell
-			// behind the leader's first index would need a snapshot carrying
-			// the range's data, which replicas cannot send yet.
-			if !n.cluster {
-				for id, idx := range prev.shardIndex {
-					if s := n.shard(id); s != nil {
-						s.CompactLog(idx)
-					}
+			// A range replica behind its leader's truncated log is sent a
+			// snapshot of the range. The oracle's log is kept whole in a
+			// cluster: it sends no snapshots yet.
+			for id, idx := range prev.shardIndex {
+				if s := n.shard(id); s != nil {
+					s.CompactLog(idx)
 				}
 			}
 			ckptIndex := prev.oracleIndex

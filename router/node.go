@@ -51,6 +51,10 @@ type NodeConfig struct {
 	// --initial-cluster-state existing); its groups start empty and get
 	// their logs from the leaders.
 	Join bool
+	// CatchUpEntries: in a cluster, a truncated range log keeps this many
+	// entries below its applied index (default 1000), so that a replica a
+	// little behind catches up without a snapshot.
+	CatchUpEntries uint64
 }
 
 // Node is one Mosaic process: its stores, its actor system, the oracle and
@@ -114,8 +118,13 @@ type Node struct {
 
 const singleNodeID = 1 // single node: every group has this one voter
 
+const defaultCatchUpEntries = 1000
+
 // OpenNode opens (or creates) the node's data dir and starts its actors.
 func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
+	if c.CatchUpEntries == 0 {
+		c.CatchUpEntries = defaultCatchUpEntries
+	}
 	if err := checkDataDir(c.DataDir); err != nil {
 		return nil, err
 	}
@@ -271,13 +280,15 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	peers, join := n.groupPeers(d.Id)
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
-		StartRev:     startRev,
-		OnApplied:    n.signalApplied,
-		Peers:        peers,
-		Send:         n.sender(d.Id),
-		PreferLeader: func() bool { return n.oracle.View().Leader },
-		Cluster:      n.cluster,
-		Join:         join,
+		StartRev:       startRev,
+		OnApplied:      n.signalApplied,
+		Peers:          peers,
+		Send:           n.sender(d.Id),
+		PreferLeader:   func() bool { return n.oracle.View().Leader },
+		Cluster:        n.cluster,
+		Join:           join,
+		SnapDir:        filepath.Join(n.cfg.DataDir, "snap"),
+		CatchUpEntries: n.cfg.CatchUpEntries,
 	})
 	if err != nil {
 		return nil, err

@@ -68,6 +68,11 @@ type Config struct {
 	// Cluster: the group is replicated; Join: this replica starts empty and
 	// gets the log from the leader (see actors.GroupConfig).
 	Cluster, Join bool
+	// SnapDir holds snapshots being installed (cluster).
+	SnapDir string
+	// CatchUpEntries: in a cluster, the log keeps this many entries below
+	// the applied index when truncated.
+	CatchUpEntries uint64
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -484,7 +489,12 @@ func (a *shardActor) Receive(ctx actor.Context) {
 	case sweptMsg:
 		a.sweeping = false
 	case *compactLogMsg:
-		if err := a.group.Compact(min(m.index, a.lowWaterNow())); err != nil {
+		upTo := min(m.index, a.lowWaterNow())
+		if a.cluster {
+			// Replicas a little behind catch up from the log, not a snapshot.
+			upTo = min(upTo, a.group.Applied()-min(a.group.Applied(), a.cfg.CatchUpEntries))
+		}
+		if err := a.group.Compact(upTo); err != nil {
 			a.lg.Error("shard: raft log compaction failed", zap.Error(err))
 		}
 	default:
@@ -591,6 +601,11 @@ func (a *shardActor) start() error {
 	var index uint64
 	a.appliedRev = c.StartRev
 	fresh := false
+	if c.Cluster {
+		if err := a.resumeImport(); err != nil {
+			return err
+		}
+	}
 	err := c.Store.View(func(r *mvcc.Reader) error {
 		b, err := r.Meta(stateKey(c.Desc.Id))
 		if err != nil {
@@ -610,14 +625,18 @@ func (a *shardActor) start() error {
 	if err != nil {
 		return err
 	}
-	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
+	gc := actors.GroupConfig{
 		Group: c.Desc.Id, NodeID: c.NodeID, Applied: index, Store: c.Logs, Logger: a.lg,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
 		Peers:   c.Peers,
 		Send:    c.Send,
 		Cluster: c.Cluster,
 		Join:    c.Join,
-	})
+	}
+	if c.Cluster {
+		gc.Snapshot, gc.Restore, gc.Restored = a.makeSnapshot, a.restoreSnapshot, a.snapshotRestored
+	}
+	a.group, err = actors.OpenRaftGroup(gc)
 	if err != nil {
 		return err
 	}

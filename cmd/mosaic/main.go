@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -128,9 +129,15 @@ func serve(cfg *config, lg *zap.Logger) error {
 		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
 		lg.Warn("still opening the data dir after 20s", zap.String("goroutines", b.String()))
 	})
+	ckpt, catchUp, err := testKnobs()
+	if err != nil {
+		cancel()
+		return err
+	}
 	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
 		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync,
-		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval, Join: join})
+		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval, Join: join,
+		CheckpointInterval: ckpt, CatchUpEntries: catchUp})
 	cancel()
 	slow.Stop()
 	if err != nil {
@@ -283,4 +290,27 @@ func grpcOptions(cfg *config) []grpc.ServerOption {
 		}))
 	}
 	return opts
+}
+
+// testKnobs reads two settings tests use to make log truncation and
+// snapshots happen within seconds: MOSAIC_CHECKPOINT_INTERVAL (a duration;
+// default 10s) and MOSAIC_CATCHUP_ENTRIES (default 1000).
+func testKnobs() (time.Duration, uint64, error) {
+	var every time.Duration
+	var catchUp uint64
+	if v := os.Getenv("MOSAIC_CHECKPOINT_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, 0, fmt.Errorf("MOSAIC_CHECKPOINT_INTERVAL=%q: want a positive duration", v)
+		}
+		every = d
+	}
+	if v := os.Getenv("MOSAIC_CATCHUP_ENTRIES"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			return 0, 0, fmt.Errorf("MOSAIC_CATCHUP_ENTRIES=%q: want a positive number", v)
+		}
+		catchUp = n
+	}
+	return every, catchUp, nil
 }
