@@ -436,7 +436,6 @@ func (g *RaftGroup) Compact(index uint64) error {
 	return g.ls.Truncate(g.id, index)
 }
 
-
 // raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings.
 type raftLogger struct{ s *zap.SugaredLogger }
 
