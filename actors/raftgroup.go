@@ -77,6 +77,10 @@ type GroupConfig struct {
 	// leader sends it the log once it is added to the group.
 	Cluster bool
 	Join    bool
+	// SnapshotStart: a new cluster group starts, like a single node's, from
+	// a snapshot at index 1 naming Peers (no log before it), so a replica
+	// that starts empty (Join) is always sent a snapshot, never the log.
+	SnapshotStart bool
 	// Snapshot makes a snapshot of the owner's state for a replica the log
 	// no longer reaches (see SnapshotAt); nil: the group sends none.
 	// Restore loads a received snapshot's data into the owner's state
@@ -103,7 +107,7 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		storage = ownerSnapshots{ms, c.Snapshot}
 	}
 	fresh := gl.Snap.GetIndex() == 0 && len(gl.Entries) == 0
-	if fresh && !c.Cluster {
+	if fresh && (!c.Cluster || (c.SnapshotStart && !c.Join)) {
 		// A new group starts from a snapshot at index 1 naming its voters,
 		// so no bootstrap entries are needed and every replica starts equal.
 		voters := c.Peers
@@ -174,7 +178,7 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		g.cs = &raftpb.ConfState{}
 	}
 	g.confs = []confAt{{index: gl.Snap.GetIndex(), cs: g.cs}}
-	if fresh && c.Cluster && !c.Join {
+	if fresh && c.Cluster && !c.Join && !c.SnapshotStart {
 		peers := make([]raft.Peer, len(c.Peers))
 		for i, id := range c.Peers {
 			peers[i] = raft.Peer{ID: id}

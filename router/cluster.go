@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/actors"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
@@ -148,6 +149,9 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	n.startMu.Lock()
 	n.created[res.Right.Id] = res.StartRev
 	n.splitMembers[res.Right.Id] = res.Members
+	if n.splitting.CompareAndSwap(res.Left.Id, 0) {
+		n.authoritative[res.Right.Id] = true // this member split it
+	}
 	n.startMu.Unlock()
 	if !n.cluster || !n.started.Load() {
 		return // single node: Split does it; at start: OpenNode does it
@@ -183,33 +187,35 @@ func (n *Node) waitShard(ctx context.Context, id uint64) error {
 }
 
 // groupPeers says how a range's group starts here if it has no log yet
-// (called under startMu): with the voters it was created with, when this
-// member was one of them, or empty (join) to be sent the log by its leader
-// once added. A range made by a split was created with the members of that
-// moment; the first range with the initial cluster.
+// (called under startMu). Only the replicas that make a range hold its data
+// from the start: the first range at a new cluster's bootstrap (empty, on
+// every initial member alike), and the right range of a split on the member
+// that split it (the left range's leader, drained). They start its group
+// with the voters of that moment. Every other replica starts empty (join)
+// and is sent a snapshot by the range's leader.
 func (n *Node) groupPeers(id uint64) (peers []uint64, join bool) {
 	if !n.cluster {
 		return nil, false
 	}
-	members, split := n.splitMembers[id]
-	if !split || len(members) == 0 {
-		// The first range, or a split before the first leader recorded the
-		// members: both made with the initial cluster, which a member that
-		// joined later was not part of.
-		return n.peers, n.joining
-	}
-	for _, m := range members {
-		if !m.Learner {
-			peers = append(peers, m.Id)
+	if n.authoritative[id] {
+		for _, m := range n.splitMembers[id] {
+			if !m.Learner {
+				peers = append(peers, m.Id)
+			}
 		}
-	}
-	for _, m := range members {
-		if m.Id == n.nodeID && !m.Learner {
-			return peers, false
+		if len(peers) == 0 {
+			peers = n.peers // split before the first leader recorded the members
 		}
+		return peers, false
+	}
+	if id == firstRangeID && !n.joining {
+		return n.peers, false
 	}
 	return nil, true
 }
+
+// firstRangeID is the range a new store starts with (revision.Bootstrap).
+const firstRangeID = 1
 
 // onMembers follows the replicated member list: the transport reaches
 // every member, and a member removed from the list stops (Removed).
@@ -367,4 +373,28 @@ func rememberJoin(store *mvcc.Store, join *bool) error {
 		*join = len(b) > 0
 		return err
 	})
+}
+
+// addLearners adds the cluster's learners to a split's new range, whose
+// group started with the voters only.
+func (n *Node) addLearners(ctx context.Context, res *revision.SplitResult) error {
+	s := n.shard(res.Right.Id)
+	for _, m := range res.Members {
+		if !m.Learner || s == nil {
+			continue
+		}
+		cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddLearnerNode.Enum(), NodeId: proto.Uint64(m.Id)}}}
+		deadline := time.Now().Add(leaderWait)
+		for {
+			err := s.ConfChange(ctx, cc)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("adding learner %x to range %d: %w", m.Id, res.Right.Id, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
 }

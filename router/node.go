@@ -109,6 +109,10 @@ type Node struct {
 	startMu      sync.Mutex
 	created      map[uint64]int64
 	splitMembers map[uint64][]*raftcmdpb.Member
+	// authoritative: the right ranges of splits this member made; splitting
+	// the range it is splitting (see groupPeers).
+	authoritative map[uint64]bool
+	splitting     atomic.Uint64
 
 	joining   bool
 	changeMu  sync.Mutex // one membership change at a time
@@ -145,7 +149,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	}))
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
 		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{},
-		splitMembers: map[uint64][]*raftcmdpb.Member{}, removed: make(chan struct{})}
+		splitMembers: map[uint64][]*raftcmdpb.Member{}, authoritative: map[uint64]bool{}, removed: make(chan struct{})}
 	if len(c.Members) > 1 {
 		// A member keeps the ids it was created with.
 		st, _, err := (&revision.Persister{Store: store}).Load()
@@ -278,6 +282,9 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 		startRev = n.oracle.View().LastRev[d.Id]
 	}
 	peers, join := n.groupPeers(d.Id)
+	if join {
+		startRev = 0 // it holds nothing until its snapshot
+	}
 	s, err := shard.Start(n.sys, shard.Config{
 		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
 		StartRev:       startRev,
@@ -389,14 +396,19 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	if err := s.Freeze(fctx); err != nil {
 		return nil, fmt.Errorf("draining range %d: %w", d.Id, err)
 	}
+	n.splitting.Store(d.Id)
 	res, err := n.oracle.Split(context.Background(), d.Id, key)
+	n.splitting.Store(0)
 	if err != nil {
 		s.Unfreeze(nil)
 		return nil, err
 	}
 	if n.cluster {
 		// onSplit starts the new range's replica here as on every member.
-		return res, n.waitShard(ctx, res.Right.Id)
+		if err := n.waitShard(ctx, res.Right.Id); err != nil {
+			return nil, err
+		}
+		return res, n.addLearners(ctx, res)
 	}
 	right, err := n.startShard(res.Right)
 	if err != nil {

@@ -635,6 +635,7 @@ func (a *shardActor) start() error {
 	}
 	if c.Cluster {
 		gc.Snapshot, gc.Restore, gc.Restored = a.makeSnapshot, a.restoreSnapshot, a.snapshotRestored
+		gc.SnapshotStart = true
 	}
 	a.group, err = actors.OpenRaftGroup(gc)
 	if err != nil {
@@ -1159,8 +1160,11 @@ func (a *shardActor) preDelete(rev int64, in *intent) map[int32][]*mvccpb.KeyVal
 		err := a.cfg.Store.Update(func(w *mvcc.Writer) error {
 			gone = gone[:0]
 			for _, op := range chunk {
-				d := op.GetDelete()
-				deleted, err := w.DeleteRange(rev, op.Sub, d.Key, d.End)
+				key, end, ok := a.ownedSpan(op.GetDelete())
+				if !ok {
+					continue
+				}
+				deleted, err := w.DeleteRange(rev, op.Sub, key, end)
 				if err != nil {
 					return err
 				}
@@ -1177,14 +1181,17 @@ func (a *shardActor) preDelete(rev int64, in *intent) map[int32][]*mvccpb.KeyVal
 		}
 	}
 	for _, op := range in.ops {
-		d := op.GetDelete()
-		if d == nil {
+		if op.GetDelete() == nil {
 			continue
 		}
-		for a.liveCount(d.Key, d.End, bigDeleteKeys+1) > bigDeleteKeys {
+		dk, de, ok := a.ownedSpan(op.GetDelete())
+		if !ok {
+			continue
+		}
+		for a.liveCount(dk, de, bigDeleteKeys+1) > bigDeleteKeys {
 			var chunk []*mvccpb.KeyValue
 			err := a.cfg.Store.View(func(r *mvcc.Reader) error {
-				res, err := r.Range(d.Key, d.End, math.MaxInt64, mvcc.ReadOptions{Limit: bigDeleteKeys, KeysOnly: true})
+				res, err := r.Range(dk, de, math.MaxInt64, mvcc.ReadOptions{Limit: bigDeleteKeys, KeysOnly: true})
 				chunk = res.KVs
 				return err
 			})
@@ -1608,6 +1615,9 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 		switch o := op.Op.(type) {
 		case *raftcmdpb.Op_Put:
 			p := o.Put
+			if a.cluster && !revision.Contains(a.desc, p.Key) {
+				break // the key moved to another range (see clipToRange)
+			}
 			prev, err := w.Put(rev, op.Sub, mvcc.Put{Key: p.Key, Value: p.Value, Lease: p.Lease, IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease})
 			if err != nil {
 				return nil, err
@@ -1625,7 +1635,14 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 			a.attachLease(lease, p.Key)
 		case *raftcmdpb.Op_Delete:
 			d := o.Delete
-			deleted, err := w.DeleteRange(rev, op.Sub, d.Key, d.End)
+			key, end := d.Key, d.End
+			if a.cluster {
+				var ok bool
+				if key, end, ok = clipToRange(a.desc, key, end); !ok {
+					break
+				}
+			}
+			deleted, err := w.DeleteRange(rev, op.Sub, key, end)
 			if err != nil {
 				return nil, err
 			}
@@ -1718,4 +1735,13 @@ func (a *shardActor) pruneLeaseIndex() {
 			delete(a.leaseIndex, id)
 		}
 	}
+}
+
+// ownedSpan is a delete op's span as this replica applies it (see
+// clipToRange): the whole span on a single node.
+func (a *shardActor) ownedSpan(d *raftcmdpb.DeleteOp) ([]byte, []byte, bool) {
+	if !a.cluster {
+		return d.Key, d.End, true
+	}
+	return clipToRange(a.desc, d.Key, d.End)
 }

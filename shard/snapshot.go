@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/actors"
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/router/kvrules"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -44,6 +48,12 @@ func (a *shardActor) makeSnapshot() (*raftpb.Snapshot, error) {
 	index := min(a.group.Applied(), a.lowWaterNow())
 	data := append([]byte(snapMagic), make([]byte, 8)...)
 	binary.BigEndian.PutUint64(data[len(snapMagic):], uint64(a.appliedRev))
+	// The span goes with it: the receiver may not know the range's current
+	// span yet (its oracle replica may be behind a split).
+	data = binary.AppendUvarint(data, uint64(len(a.desc.Start)))
+	data = append(data, a.desc.Start...)
+	data = binary.AppendUvarint(data, uint64(len(a.desc.End)))
+	data = append(data, a.desc.End...)
 	n := 0
 	err := a.cfg.Store.View(func(r *mvcc.Reader) error {
 		return r.ExportSpan(a.desc.Start, a.desc.End, func(rec mvcc.SpanRecord) error {
@@ -63,14 +73,21 @@ func (a *shardActor) makeSnapshot() (*raftpb.Snapshot, error) {
 	return a.group.SnapshotAt(index, data)
 }
 
-// decodeSnapshot splits a snapshot's data into its revision and records.
-func decodeSnapshot(data []byte) (int64, []mvcc.SpanRecord, error) {
+// rangeSnapshot is a decoded snapshot: the span [start, end), its records
+// and the revision they hold.
+type rangeSnapshot struct {
+	rev        int64
+	start, end []byte
+	recs       []mvcc.SpanRecord
+}
+
+// decodeSnapshot decodes a snapshot's data.
+func decodeSnapshot(data []byte) (*rangeSnapshot, error) {
 	if len(data) < len(snapMagic)+8 || string(data[:len(snapMagic)]) != snapMagic {
-		return 0, nil, errors.New("shard: not a range snapshot")
+		return nil, errors.New("shard: not a range snapshot")
 	}
-	rev := int64(binary.BigEndian.Uint64(data[len(snapMagic):]))
+	rs := &rangeSnapshot{rev: int64(binary.BigEndian.Uint64(data[len(snapMagic):]))}
 	rest := data[len(snapMagic)+8:]
-	var recs []mvcc.SpanRecord
 	field := func() ([]byte, error) {
 		n, k := binary.Uvarint(rest)
 		if k <= 0 || uint64(len(rest)-k) < n {
@@ -80,22 +97,29 @@ func decodeSnapshot(data []byte) (int64, []mvcc.SpanRecord, error) {
 		rest = rest[k+int(n):]
 		return b, nil
 	}
+	var err error
+	if rs.start, err = field(); err != nil {
+		return nil, err
+	}
+	if rs.end, err = field(); err != nil {
+		return nil, err
+	}
 	for len(rest) > 0 {
 		key, err := field()
 		if err != nil {
-			return 0, nil, err
+			return nil, err
 		}
 		val, err := field()
 		if err != nil {
-			return 0, nil, err
+			return nil, err
 		}
 		if len(rest) < 1 {
-			return 0, nil, errors.New("shard: corrupt range snapshot")
+			return nil, errors.New("shard: corrupt range snapshot")
 		}
-		recs = append(recs, mvcc.SpanRecord{Key: key, Value: val, Meta: rest[0]})
+		rs.recs = append(rs.recs, mvcc.SpanRecord{Key: key, Value: val, Meta: rest[0]})
 		rest = rest[1:]
 	}
-	return rev, recs, nil
+	return rs, nil
 }
 
 // snapFile is where a snapshot being installed is kept.
@@ -121,27 +145,28 @@ func (a *shardActor) restoreSnapshot(snap *raftpb.Snapshot) error {
 
 // importSnapshot replaces the span's records with the snapshot's.
 func (a *shardActor) importSnapshot(snap *raftpb.Snapshot) error {
-	rev, recs, err := decodeSnapshot(snap.GetData())
+	rs, err := decodeSnapshot(snap.GetData())
 	if err != nil {
 		return err
 	}
-	if err := a.cfg.Store.ClearSpan(a.desc.Start, a.desc.End); err != nil {
+	if err := a.cfg.Store.ClearSpan(rs.start, rs.end); err != nil {
 		return err
 	}
-	if err := a.cfg.Store.ImportSpan(a.desc.Start, a.desc.End, recs); err != nil {
+	if err := a.cfg.Store.ImportSpan(rs.start, rs.end, rs.recs); err != nil {
 		return err
 	}
-	a.lg.Info("installed a snapshot of the range", zap.Uint64("index", snap.GetMetadata().GetIndex()), zap.Int64("revision", rev), zap.Int("records", len(recs)))
+	a.lg.Info("installed a snapshot of the range", zap.Uint64("index", snap.GetMetadata().GetIndex()), zap.Int64("revision", rs.rev), zap.Int("records", len(rs.recs)))
 	return nil
 }
 
 // snapshotRestored takes the snapshot's point as the replica's state, now
 // that the log records it (actors.GroupConfig.Restored).
 func (a *shardActor) snapshotRestored(snap *raftpb.Snapshot) {
-	rev, _, err := decodeSnapshot(snap.GetData())
+	rs, err := decodeSnapshot(snap.GetData())
 	if err != nil {
 		a.lg.Fatal("shard: restored snapshot", zap.Error(err))
 	}
+	rev := rs.rev
 	index := snap.GetMetadata().GetIndex()
 	// Whatever the replica held pending came from the log it replaced.
 	for txn, in := range a.intents {
@@ -220,11 +245,11 @@ func (a *shardActor) resumeImport() error {
 			return err
 		}
 	}
-	rev, _, err := decodeSnapshot(snap.GetData())
+	rs, err := decodeSnapshot(snap.GetData())
 	if err != nil {
 		return err
 	}
-	a.appliedRev = rev
+	a.appliedRev = rs.rev
 	return a.finishImport(snap.GetMetadata().GetIndex())
 }
 
@@ -246,4 +271,33 @@ func writeFileSync(name string, b []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// clipToRange clips an op's span (etcd's key/range_end) to the range's
+// span. In a cluster a replica applies only its range's keys: one behind a
+// split (restarted with the new span) must not write the new range's keys,
+// which the new range's own snapshot brings.
+func clipToRange(d *raftcmdpb.RangeDesc, key, end []byte) (k, e []byte, ok bool) {
+	sp := kvrules.SpanOf(key, end)
+	if sp.Single {
+		return key, end, revision.Contains(d, key)
+	}
+	if sp.Empty() {
+		return nil, nil, false
+	}
+	start := sp.Start
+	if bytes.Compare(start, d.Start) < 0 {
+		start = d.Start
+	}
+	hi := sp.End // nil: unbounded
+	if len(d.End) > 0 && (hi == nil || bytes.Compare(d.End, hi) < 0) {
+		hi = d.End
+	}
+	if len(start) == 0 {
+		start = []byte{0}
+	}
+	if hi == nil {
+		return start, []byte{0}, true
+	}
+	return start, hi, bytes.Compare(start, hi) < 0
 }

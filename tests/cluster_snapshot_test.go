@@ -13,8 +13,8 @@ import (
 	"github.com/mosaic-kv/mosaic/tests/harness"
 )
 
-// TestClusterSnapshotCatchUp stops a follower, writes (across two ranges) until the others
-// have truncated their range logs past it (checkpoints every 300ms, 10 entries kept), and
+// TestClusterSnapshotCatchUp stops a follower, writes (across two ranges, split into four
+// meanwhile) until the others have truncated their range logs past it (checkpoints every 300ms, 10 entries kept), and
 // restarts it: it catches up by range snapshots, after which its data, its history at past
 // revisions and its watch history are the same as the leader's, and it serves as part of the
 // quorum once the leader is killed.
@@ -37,6 +37,15 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 300 {
+		if i == 100 || i == 200 {
+			// Splits the stopped follower misses: it must get the new ranges'
+			// data from their own snapshots, and its old range must not write
+			// the keys that moved.
+			at := map[int]string{100: "s/2", 200: "s/7"}[i]
+			if _, errOut, err := harness.Mosaicctl(t, leader.Endpoint(), "range", "split", at); err != nil {
+				t.Fatalf("split at %s: %v\n%s", at, err, errOut)
+			}
+		}
 		k := fmt.Sprintf("s/%d/%d", i%10, (i/10)%5) // 50 keys, each written and deleted several times
 		if i%11 == 10 {
 			if _, err := cli.Delete(ctx, k); err != nil {
