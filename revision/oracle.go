@@ -81,6 +81,12 @@ type Config struct {
 	OnSplit func(*SplitResult)
 	// OnMembers is told of every change of the member list.
 	OnMembers func([]*raftcmdpb.Member)
+	// OnRestore is told that the replica installed a snapshot (the range
+	// table may have changed by any number of splits).
+	OnRestore func()
+	// CatchUpEntries: in a cluster, the log keeps this many entries below
+	// the applied index when truncated.
+	CatchUpEntries uint64
 	// Cluster: the group is replicated; Join: this replica joins an
 	// existing cluster and starts empty (see actors.GroupConfig).
 	Cluster, Join bool
@@ -421,8 +427,10 @@ type oracleActor struct {
 	compacters []*compactMsg
 	splitters  []*splitMsg
 	leasers    []*leaseMsg
-	// leaseChanges are the leases changed since the last published view.
-	leaseChanges map[int64]struct{}
+	// leaseChanges are the leases changed since the last published view;
+	// rebuildLeases: the next view builds its lease set anew.
+	leaseChanges  map[int64]struct{}
+	rebuildLeases bool
 
 	// cluster: the group has several voters, so leadership can move.
 	cluster bool
@@ -637,7 +645,12 @@ func (a *oracleActor) answerReads() {
 // checkpoint drops the log up to the given index, never past the last
 // saved state, and forgets decisions every shard has durably applied.
 func (a *oracleActor) checkpoint(m *checkpointMsg) {
-	if err := a.group.Compact(min(m.index, a.saved, a.group.Applied())); err != nil {
+	upTo := min(m.index, a.saved, a.group.Applied())
+	if a.cluster {
+		// Replicas a little behind catch up from the log, not a snapshot.
+		upTo = min(upTo, a.group.Applied()-min(a.group.Applied(), a.cfg.CatchUpEntries))
+	}
+	if err := a.group.Compact(upTo); err != nil {
 		a.cfg.Logger.Error("revision oracle: raft log compaction failed", zap.Error(err))
 	}
 	if !a.ready {
@@ -736,19 +749,28 @@ func (a *oracleActor) start() error {
 			return err
 		}
 	}
+	if c.Cluster {
+		if err := a.recordSavedSnapshot(st); err != nil {
+			return err
+		}
+	}
 	a.state = NewState(st, txns)
 	a.deciders = map[uint64][]chan fate{}
 	a.resolvers = map[uint64][]chan fate{}
 	a.dirty = map[uint64]int64{}
 	a.saved = st.AppliedIndex
-	a.group, err = actors.OpenRaftGroup(actors.GroupConfig{
+	gc := actors.GroupConfig{
 		Group: GroupID, NodeID: c.NodeID, Applied: st.AppliedIndex, Store: c.Logs, Logger: c.Logger,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
 		Peers:   c.Peers,
 		Send:    c.Send,
 		Cluster: c.Cluster,
 		Join:    c.Join,
-	})
+	}
+	if c.Cluster {
+		gc.Snapshot, gc.Restore, gc.Restored = a.makeSnapshot, a.restoreSnapshot, a.snapshotRestored
+	}
+	a.group, err = actors.OpenRaftGroup(gc)
 	if err != nil {
 		return err
 	}
@@ -964,11 +986,12 @@ func (a *oracleActor) publish() {
 		Members:    pb.Members,
 	}
 	copy(v.Ranges, pb.Ranges)
-	if prev := a.handle.view.Load(); prev != nil {
+	if prev := a.handle.view.Load(); prev != nil && !a.rebuildLeases {
 		v.Leases = prev.Leases.with(a.leaseChanges, pb.Leases)
 	} else {
 		v.Leases = newLeaseSet(pb.Leases)
 	}
+	a.rebuildLeases = false
 	a.leaseChanges = nil
 	for k, r := range pb.LastRev {
 		v.LastRev[k] = r

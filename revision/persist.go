@@ -3,6 +3,7 @@ package revision
 import (
 	"encoding/binary"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
@@ -59,6 +60,14 @@ func (p *Persister) Save(st *raftcmdpb.OracleState, fates map[uint64]int64, forg
 	if err != nil {
 		return err
 	}
+	if err := p.saveFates(fates, forget); err != nil {
+		return err
+	}
+	return p.Store.Update(func(w *mvcc.Writer) error { return w.SetMeta(stateKey, b) })
+}
+
+// saveFates writes fates and forgets others, in bounded transactions.
+func (p *Persister) saveFates(fates map[uint64]int64, forget []uint64) error {
 	type op struct {
 		id  uint64
 		rev int64
@@ -93,5 +102,45 @@ func (p *Persister) Save(st *raftcmdpb.OracleState, fates map[uint64]int64, forg
 			return err
 		}
 	}
-	return p.Store.Update(func(w *mvcc.Writer) error { return w.SetMeta(stateKey, b) })
+	return nil
+}
+
+var snapMetaKey = []byte("o/snap")
+
+// SaveSnapshot saves a state received as a Raft snapshot, with the
+// snapshot's metadata in the same transaction as the state: if the node
+// stops before its Raft log records the snapshot, the next start records
+// it from there (SnapshotMeta).
+func (p *Persister) SaveSnapshot(st *raftcmdpb.OracleState, fates map[uint64]int64, meta *raftpb.SnapshotMetadata) error {
+	if err := p.saveFates(fates, nil); err != nil {
+		return err
+	}
+	b, err := proto.Marshal(st)
+	if err != nil {
+		return err
+	}
+	m, err := proto.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	return p.Store.Update(func(w *mvcc.Writer) error {
+		if err := w.SetMeta(stateKey, b); err != nil {
+			return err
+		}
+		return w.SetMeta(snapMetaKey, m)
+	})
+}
+
+// SnapshotMeta is the metadata of the last snapshot saved, if any.
+func (p *Persister) SnapshotMeta() (*raftpb.SnapshotMetadata, error) {
+	var meta *raftpb.SnapshotMetadata
+	err := p.Store.View(func(r *mvcc.Reader) error {
+		b, err := r.Meta(snapMetaKey)
+		if err != nil || b == nil {
+			return err
+		}
+		meta = &raftpb.SnapshotMetadata{}
+		return proto.Unmarshal(b, meta)
+	})
+	return meta, err
 }

@@ -45,19 +45,14 @@ func (n *Node) checkpointLoop(every time.Duration) {
 			continue
 		}
 		if prev := n.lastCkpt; prev != nil {
-			// A range replica behind its leader's truncated log is sent a
-			// snapshot of the range. The oracle's log is kept whole in a
-			// cluster: it sends no snapshots yet.
+			// In a cluster, a replica behind its leader's truncated log is
+			// sent a snapshot (of the range, or of the oracle).
 			for id, idx := range prev.shardIndex {
 				if s := n.shard(id); s != nil {
 					s.CompactLog(idx)
 				}
 			}
-			ckptIndex := prev.oracleIndex
-			if n.cluster {
-				ckptIndex = 0
-			}
-			n.oracle.Checkpoint(ckptIndex, prev.coveredRev)
+			n.oracle.Checkpoint(prev.oracleIndex, prev.coveredRev)
 		}
 		n.lastCkpt = cur
 	}

@@ -398,3 +398,20 @@ func (n *Node) addLearners(ctx context.Context, res *revision.SplitResult) error
 	}
 	return nil
 }
+
+// reconcile brings the shards in line with the range table after the
+// oracle installed a snapshot: ranges made by splits it skipped start here
+// (empty, to be sent their snapshots), and running ones take their spans.
+func (n *Node) reconcile() {
+	for _, d := range n.oracle.View().Ranges {
+		if s := n.shard(d.Id); s != nil {
+			if cur := s.Desc(); string(cur.Start) != string(d.Start) || string(cur.End) != string(d.End) {
+				s.Unfreeze(d)
+			}
+			continue
+		}
+		if _, err := n.startShard(d); err != nil {
+			n.lg.Error("starting a range after an oracle snapshot failed", zap.Uint64("range", d.Id), zap.Error(err))
+		}
+	}
+}

@@ -173,15 +173,17 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	}
 	n.oracle, err = revision.Start(n.sys, revision.Config{
 		NodeID: n.nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
-		Notify:        n.deliver,
-		NotifyAborted: n.aborted,
-		Peers:         n.peers,
-		Send:          n.sender(revision.GroupID),
-		OnSplit:       n.onSplit,
-		OnMembers:     n.onMembers,
-		Cluster:       n.cluster,
-		Join:          n.joining,
-		ClusterID:     orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
+		Notify:         n.deliver,
+		NotifyAborted:  n.aborted,
+		Peers:          n.peers,
+		Send:           n.sender(revision.GroupID),
+		OnSplit:        n.onSplit,
+		OnMembers:      n.onMembers,
+		OnRestore:      func() { go n.reconcile() },
+		CatchUpEntries: c.CatchUpEntries,
+		Cluster:        n.cluster,
+		Join:           n.joining,
+		ClusterID:      orRandom(c.ClusterID), MemberID: orRandom(c.MemberID),
 	})
 	if err != nil {
 		n.Close()

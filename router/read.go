@@ -249,11 +249,21 @@ func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.
 
 // waitApplied waits until range d has applied everything the oracle had
 // assigned to it in view, up to rev.
+//
+// A range of the view with no replica here yet (a split's new range starts
+// on a member once it caught up to the split; a member behind may not be
+// there) is waited for: reading its keys from the store before would read
+// the old range's stale copy.
 func (r *Router) waitApplied(ctx context.Context, d *raftcmdpb.RangeDesc, rev int64, view *revision.View) error {
-	if s := r.node.shard(d.Id); s != nil {
-		if err := s.WaitApplied(ctx, min(view.LastRev[d.Id], rev)); err != nil {
+	s := r.node.shard(d.Id)
+	if s == nil {
+		if err := r.node.waitShard(ctx, d.Id); err != nil {
 			return toGRPC(err)
 		}
+		s = r.node.shard(d.Id)
+	}
+	if err := s.WaitApplied(ctx, min(view.LastRev[d.Id], rev)); err != nil {
+		return toGRPC(err)
 	}
 	return nil
 }

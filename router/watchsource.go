@@ -20,11 +20,18 @@ type WatchSource struct{ n *Node }
 // revisions up to its applied revision, and ranges that are not behind
 // have applied all of theirs, so every write at or below the result is in
 // the store.
+//
+// A range of the view with no replica here yet holds nothing visible: the
+// watch waits for it (see Router.waitApplied).
 func (w WatchSource) Revs() (int64, int64) {
 	v := w.n.oracle.View()
 	visible := v.Rev
-	for _, s := range w.n.allShards() {
-		if a := s.AppliedRev(); a < v.LastRev[s.ID()] && a < visible {
+	for _, d := range v.Ranges {
+		s := w.n.shard(d.Id)
+		if s == nil {
+			return 0, v.CompactRev
+		}
+		if a := s.AppliedRev(); a < v.LastRev[d.Id] && a < visible {
 			visible = a
 		}
 	}

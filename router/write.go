@@ -48,7 +48,19 @@ func retry[T any](ctx context.Context, attempt func() (T, error)) (T, error) {
 	for n := 0; ; n++ {
 		resp, err := attempt()
 		switch {
-		case errors.Is(err, errRetry) && n < 100:
+		case errors.Is(err, errRetry):
+			// The range table changed (a split): the new range's replica
+			// may take a moment to start.
+			if time.Now().After(deadline) {
+				return resp, rpctypes.ErrGRPCTimeout
+			}
+			if n >= 10 {
+				select {
+				case <-ctx.Done():
+					return resp, toGRPC(ctx.Err())
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
 			continue
 		case errors.Is(err, errNoLead):
 			if time.Now().After(deadline) {

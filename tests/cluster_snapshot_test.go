@@ -15,7 +15,8 @@ import (
 
 // TestClusterSnapshotCatchUp stops a follower, writes (across two ranges, split into four
 // meanwhile) until the others have truncated their range logs past it (checkpoints every 300ms, 10 entries kept), and
-// restarts it: it catches up by range snapshots, after which its data, its history at past
+// restarts it: it catches up by snapshots of the oracle and of the ranges (two of which it
+// never saw made), after which its data, its history at past
 // revisions and its watch history are the same as the leader's, and it serves as part of the
 // quorum once the leader is killed.
 func TestClusterSnapshotCatchUp(t *testing.T) {
@@ -75,8 +76,10 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(lagger.Log(), "installed a snapshot of the range") {
-		t.Errorf("the follower caught up without a snapshot: the logs were not truncated past it")
+	for _, what := range []string{"installed a snapshot of the range", "installed a snapshot of the revision oracle"} {
+		if !strings.Contains(lagger.Log(), what) {
+			t.Errorf("the follower's log does not say %q: the logs were not truncated past it", what)
+		}
 	}
 
 	// Same data, same past, same history.
