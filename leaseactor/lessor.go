@@ -28,6 +28,8 @@ type Config struct {
 	// checkpointed this long after it was granted, promoted or last
 	// checkpointed (etcd's default is 5 minutes).
 	CheckpointInterval time.Duration
+	// NoCheckpoints: no remaining TTL is ever recorded (etcd's default).
+	NoCheckpoints bool
 	// Extend is added to every lease's TTL when the lessor starts (etcd's
 	// Promote extends leases by one election timeout on a new leader, so a
 	// restart never cuts a lease). Zero: etcd's default election timeout,
@@ -277,7 +279,7 @@ func (s *state) add(l *lease, now time.Time) {
 // scheduleCheckpoint schedules l's next checkpoint if its remaining TTL is
 // longer than the interval (etcd's scheduleCheckpointIfNeeded).
 func (s *state) scheduleCheckpoint(l *lease, now time.Time) {
-	if l.cpIndex >= 0 || l.left() <= int64(s.cfg.CheckpointInterval.Seconds()) {
+	if s.cfg.NoCheckpoints || l.cpIndex >= 0 || l.left() <= int64(s.cfg.CheckpointInterval.Seconds()) {
 		return
 	}
 	l.cpAt = now.Add(s.cfg.CheckpointInterval)

@@ -49,8 +49,11 @@ type Options struct {
 	// HeartbeatInterval and ElectionTimeout set the minimum lease TTL as in
 	// etcd (zero: etcd's defaults).
 	HeartbeatInterval, ElectionTimeout time.Duration
-	// LeaseCheckpointInterval: how often long leases record their
-	// remaining TTL (zero: 5 minutes).
+	// LeaseCheckpoints: long leases record their remaining TTL every
+	// LeaseCheckpointInterval (zero: 5 minutes), as etcd's LeaseCheckpoint
+	// feature gate; off, a new lease primary or a restart gives every
+	// lease its full TTL again.
+	LeaseCheckpoints        bool
 	LeaseCheckpointInterval time.Duration
 	// WatchProgressNotifyInterval is --watch-progress-notify-interval.
 	WatchProgressNotifyInterval time.Duration
@@ -73,6 +76,7 @@ func New(n *Node, o Options) (*Router, error) {
 		},
 		Checkpoint:         n.oracle.CheckpointLeases,
 		CheckpointInterval: o.LeaseCheckpointInterval,
+		NoCheckpoints:      !o.LeaseCheckpoints,
 		Extend:             o.ElectionTimeout, // etcd's Promote(ElectionTimeout)
 		Logger:             n.lg,
 	}

@@ -97,6 +97,10 @@ type config struct {
 
 	// SnapshotCount is the number of applied entries between Raft snapshots (--snapshot-count).
 	SnapshotCount uint64
+	// LeaseCheckpoint: leases' remaining TTLs are recorded, so that a new
+	// leader or a restart does not give them their full TTL again
+	// (--feature-gates=LeaseCheckpoint=true; off by default, as in etcd).
+	LeaseCheckpoint bool
 	// HeartbeatInterval is the Raft tick (--heartbeat-interval, milliseconds).
 	HeartbeatInterval time.Duration
 	// ElectionTimeout is the Raft election timeout (--election-timeout, milliseconds).
@@ -259,7 +263,7 @@ func (c *config) register(b *flagBuilder, printVersion *bool) {
 	addVar(b, nil, "enable-grpc-gateway", true, "Serve the JSON gateway of the gRPC API.")
 	addVar(b, nil, "raft-read-timeout", 5*time.Second, "Read timeout of etcd's peer connections.")
 	addVar(b, nil, "raft-write-timeout", 5*time.Second, "Write timeout of etcd's peer connections.")
-	addVar(b, &s.featureGates, "feature-gates", "", "Comma-separated Feature=bool pairs of etcd "+etcdCompatVersion+" feature gates.").noEffect()
+	addVar(b, &s.featureGates, "feature-gates", "", "Comma-separated Feature=bool pairs of etcd "+etcdCompatVersion+" feature gates. Mosaic honours LeaseCheckpoint (record leases' remaining TTLs, off by default as in etcd); the others have no effect.")
 
 	b.section("Clustering")
 	b.urls(&c.InitialAdvertisePeerURLs, "initial-advertise-peer-urls", "This node's peer URLs, as the other nodes reach them.")
@@ -520,13 +524,26 @@ func (c *config) finish(b *flagBuilder, explicit map[string]bool) (warnings []st
 	default:
 		return warnings, fmt.Errorf("unknown auto-compaction-mode %q", s.autoCompactionMode)
 	}
-	if err := checkFeatureGates(s.featureGates); err != nil {
+	gates, err := checkFeatureGates(s.featureGates)
+	if err != nil {
 		return warnings, fmt.Errorf("--feature-gates: %w", err)
+	}
+	c.LeaseCheckpoint = gates["LeaseCheckpoint"]
+	var ignored []string
+	for k := range gates {
+		if k != "LeaseCheckpoint" {
+			ignored = append(ignored, k)
+		}
+	}
+	if len(ignored) > 0 {
+		slices.Sort(ignored)
+		warnings = append(warnings, fmt.Sprintf("flag --feature-gates has no effect in Mosaic yet for %s (only LeaseCheckpoint is honoured)", strings.Join(ignored, ", ")))
 	}
 	return warnings, nil
 }
 
-func checkFeatureGates(v string) error {
+func checkFeatureGates(v string) (map[string]bool, error) {
+	gates := map[string]bool{}
 	for _, pair := range strings.Split(v, ",") {
 		if strings.TrimSpace(pair) == "" {
 			continue
@@ -534,16 +551,18 @@ func checkFeatureGates(v string) error {
 		k, val, ok := strings.Cut(pair, "=")
 		k = strings.TrimSpace(k)
 		if !ok {
-			return fmt.Errorf("missing bool value for %s", k)
+			return nil, fmt.Errorf("missing bool value for %s", k)
 		}
-		if _, err := strconv.ParseBool(strings.TrimSpace(val)); err != nil {
-			return fmt.Errorf("invalid value of %s=%s, err: %w", k, val, err)
+		on, err := strconv.ParseBool(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("invalid value of %s=%s, err: %w", k, val, err)
 		}
 		if !slices.Contains(etcdFeatureGates, k) {
-			return fmt.Errorf("unrecognized feature gate: %s", k)
+			return nil, fmt.Errorf("unrecognized feature gate: %s", k)
 		}
+		gates[k] = on
 	}
-	return nil
+	return gates, nil
 }
 
 // applyEnv sets each flag not given on the command line from its ETCD_<FLAG> variable. It

@@ -43,7 +43,7 @@ var honoured = strings.Fields(`name data-dir heartbeat-interval election-timeout
 listen-peer-urls listen-client-urls max-txn-ops max-request-bytes max-concurrent-streams
 grpc-keepalive-min-time grpc-keepalive-interval grpc-keepalive-timeout initial-advertise-peer-urls
 initial-cluster initial-cluster-state initial-cluster-token advertise-client-urls listen-metrics-urls
-log-outputs log-level log-format watch-progress-notify-interval unsafe-no-fsync version`)
+log-outputs log-level log-format watch-progress-notify-interval unsafe-no-fsync version feature-gates`)
 
 func urls(t *testing.T, s string) []url.URL {
 	t.Helper()
@@ -414,5 +414,29 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Mosaic Version: ") || !strings.Contains(out.String(), "etcd API Version: 3.7.") {
 		t.Errorf("--version printed %q", out.String())
+	}
+}
+
+// TestLeaseCheckpointGate: leases record remaining TTLs only with etcd's LeaseCheckpoint
+// feature gate, off by default as in etcd; other gates are accepted with a warning.
+func TestLeaseCheckpointGate(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+		warn []string
+	}{
+		{nil, false, nil},
+		{[]string{"--feature-gates=LeaseCheckpoint=true"}, true, nil},
+		{[]string{"--feature-gates=LeaseCheckpoint=false"}, false, nil},
+		{[]string{"--feature-gates=LeaseCheckpoint=true,InitialCorruptCheck=true"}, true, []string{"no effect in Mosaic yet for InitialCorruptCheck"}},
+	} {
+		c, warnings, err := parseConfig(tc.args, nil, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.LeaseCheckpoint != tc.want {
+			t.Errorf("%v: LeaseCheckpoint = %v, want %v", tc.args, c.LeaseCheckpoint, tc.want)
+		}
+		checkWarnings(t, warnings, tc.warn)
 	}
 }

@@ -153,6 +153,7 @@ func serve(cfg *config, lg *zap.Logger) error {
 		PeerURLs:          urlStrings(cfg.InitialAdvertisePeerURLs),
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		ElectionTimeout:   cfg.ElectionTimeout,
+		LeaseCheckpoints:  cfg.LeaseCheckpoint,
 
 		WatchProgressNotifyInterval: cfg.WatchProgressNotifyInterval,
 	})
