@@ -196,3 +196,61 @@ func TestFatalLine(t *testing.T) {
 		t.Errorf("FatalLine = %q", got)
 	}
 }
+
+func TestClusterReport(t *testing.T) {
+	cfg := &Config{Targets: clusterTargets, Clients: 100, Conns: 10, ValSize: 256, KeySize: 8, KeySpace: 100000, Ranges: 8,
+		Put1Total: 10, Put100Total: 10, RangeTotal: 10, RangeKey: "k", EtcdVersion: "v3.7.3", BenchmarkVersion: "v3.6.8", Watch: true}
+	var names []string
+	for _, w := range TargetWorkloads(cfg, "mosaic-3") {
+		names = append(names, w.Name)
+	}
+	if strings.Join(names, ",") != "put-many,range-l,range-s" {
+		t.Fatalf("cluster workloads %v", names)
+	}
+	if len(TargetWorkloads(cfg, "mosaic-1")) != len(Workloads(cfg)) {
+		t.Fatal("single-node workloads changed")
+	}
+	target := func(name string, scale float64) *TargetResult {
+		tr := &TargetResult{Name: name, ServerCmd: name + " --name bench-1\n" + name + " --name bench-2"}
+		for _, w := range TargetWorkloads(cfg, name) {
+			tr.Workloads = append(tr.Workloads, &WorkloadResult{Workload: w, Cmd: "benchmark " + w.Name,
+				Result: &Result{RPS: 1000 * scale, Average: 0.001 / scale, Percentiles: map[string]float64{"99": 0.002 / scale}}})
+		}
+		return tr
+	}
+	rep := &Report{Config: cfg, Started: time.Unix(0, 0), Finished: time.Unix(60, 0), Invocation: "go run ./bench -targets etcd-3,mosaic-3",
+		Cluster: true, Targets: []*TargetResult{Aggregate(cfg, []*TargetResult{target("etcd-3", 1)}), Aggregate(cfg, []*TargetResult{target("mosaic-3", 1.25)})}}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"# Mosaic vs etcd, 3-member clusters",
+		"| put, 100 clients | Mosaic, 3 members | 1250 | 0.800 ms | 1.600 ms | 1.25× | 0.80× | 0.80× |",
+		"| range serializable, 100 clients | etcd, 3 members | 1000 |",
+		"| put throughput at 100 clients ≥ 1.0× 3-member etcd | **met** (1.250×) |",
+		"| linearizable range throughput (100 clients) ≥ 1.0× 3-member etcd | **met** (1.250×) |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	for _, absent := range []string{"put, 1 client", "watch", "single-client put latency"} {
+		if strings.Contains(md, absent) {
+			t.Errorf("markdown has %q:\n%s", absent, md)
+		}
+	}
+}
+
+func TestSummarizeLog(t *testing.T) {
+	log := `{"level":"info","msg":"ready to serve client requests"}
+{"level":"warn","msg":"apply request took too long","took":"120ms"}
+not json
+{"level":"warn","msg":"apply request took too long"}
+{"level":"error","msg":"forward failed","error":"rpc error: code = Unavailable"}
+`
+	want := "2 warn, 1 error entries: 2× warn: apply request took too long; 1× error: forward failed (e.g. rpc error: code = Unavailable)"
+	if got := summarizeLog(log, 3); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if got := summarizeLog(`{"level":"info","msg":"x"}`, 3); got != "" {
+		t.Errorf("info only: %q", got)
+	}
+}

@@ -5,6 +5,7 @@
 //	go run ./bench              # full run: etcd, Mosaic 1 range, Mosaic 8 ranges
 //	go run ./bench -quick       # ~1 minute
 //	go run ./bench -targets etcd
+//	go run ./bench -targets etcd-3,mosaic-3   # 3-member clusters: bench/cluster-results.md
 //
 // It builds etcd's benchmark tool and an etcd server from the Go module
 // proxy and Mosaic from this repository into a temp dir, starts each target
@@ -52,16 +53,40 @@ type Config struct {
 	Rounds           int
 	Keep             bool
 	NoWrite          bool
+	// ClusterOut is where the 3-member targets' report goes.
+	ClusterOut string
 	// Watch adds the watch workloads (bench/watch.go).
 	Watch bool
 }
 
-var allTargets = []string{"etcd", "mosaic-1", "mosaic-8"}
+// Single-node targets (the default) and 3-member cluster targets.
+var (
+	singleTargets  = []string{"etcd", "mosaic-1", "mosaic-8"}
+	clusterTargets = []string{"etcd-3", "mosaic-3"}
+	allTargets     = append(append([]string{}, singleTargets...), clusterTargets...)
+)
+
+// clusterSize is the number of members of the cluster targets.
+const clusterSize = 3
+
+// isCluster reports whether a target is a 3-member cluster.
+func isCluster(target string) bool { return contains(clusterTargets, target) }
+
+// isEtcd reports whether a target is etcd (a baseline).
+func isEtcd(target string) bool { return target == "etcd" || target == "etcd-3" }
+
+// baseline is the etcd target a target is compared with.
+func baseline(target string) string {
+	if isCluster(target) {
+		return "etcd-3"
+	}
+	return "etcd"
+}
 
 func main() {
 	cfg := &Config{}
 	var targets string
-	flag.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets: etcd, mosaic-1 (one range), mosaic-8 (split into -ranges ranges)")
+	flag.StringVar(&targets, "targets", strings.Join(singleTargets, ","), "comma-separated targets: etcd, mosaic-1 (one range), mosaic-8 (split into -ranges ranges); etcd-3, mosaic-3 (3-member clusters); \"all\" for all five")
 	flag.BoolVar(&cfg.Quick, "quick", false, "small op counts (~1 minute in total once built); overrides the -*-total defaults")
 	flag.IntVar(&cfg.Put1Total, "put1-total", 20000, "ops for the 1-client put workload (~10 s on etcd on a 2-core VM)")
 	flag.IntVar(&cfg.Put100Total, "put100-total", 150000, "ops for the many-client put workload")
@@ -77,7 +102,8 @@ func main() {
 	flag.DurationVar(&cfg.WorkloadTimeout, "workload-timeout", 3*time.Minute, "kill a workload that runs longer than this")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 60*time.Second, "how long a server may take to log "+fmt.Sprintf("%q", readyLine))
 	flag.StringVar(&cfg.Repo, "repo", "", "Mosaic repository root (default: found from the working directory)")
-	flag.StringVar(&cfg.Out, "out", "", "results file (default <repo>/bench/results.md)")
+	flag.StringVar(&cfg.Out, "out", "", "results file of the single-node targets (default <repo>/bench/results.md)")
+	flag.StringVar(&cfg.ClusterOut, "cluster-out", "", "results file of the 3-member targets (default <repo>/bench/cluster-results.md)")
 	flag.StringVar(&cfg.WorkDir, "workdir", "", "parent of the temp dir for binaries, data dirs and logs (default $TMPDIR)")
 	flag.IntVar(&cfg.Rounds, "rounds", 1, "run every target this many times, interleaved; report medians")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (binaries, data, logs, raw outputs)")
@@ -86,6 +112,9 @@ func main() {
 	flag.Parse()
 	cfg.KeySize = 8
 	cfg.Targets = splitList(targets)
+	if len(cfg.Targets) == 1 && cfg.Targets[0] == "all" {
+		cfg.Targets = allTargets
+	}
 	if cfg.Quick {
 		setIfDefault("put1-total", &cfg.Put1Total, 3000)
 		setIfDefault("put100-total", &cfg.Put100Total, 30000)
@@ -141,6 +170,9 @@ func run(cfg *Config) error {
 	if cfg.Out == "" {
 		cfg.Out = filepath.Join(cfg.Repo, "bench", "results.md")
 	}
+	if cfg.ClusterOut == "" {
+		cfg.ClusterOut = filepath.Join(cfg.Repo, "bench", "cluster-results.md")
+	}
 
 	// Ctrl-C / SIGTERM: cancel, so running workloads are killed and every
 	// server is stopped by the deferred cleanups below.
@@ -157,23 +189,22 @@ func run(cfg *Config) error {
 		defer os.RemoveAll(work)
 	}
 
-	needMosaic := contains(cfg.Targets, "mosaic-1") || contains(cfg.Targets, "mosaic-8")
+	needMosaic, needEtcd := false, false
+	for _, t := range cfg.Targets {
+		needMosaic = needMosaic || !isEtcd(t)
+		needEtcd = needEtcd || isEtcd(t)
+	}
 	b := &builder{log: logf}
 	started := time.Now()
 	rev := mosaicRev(cfg.Repo) // just before building it
-	bins, err := BuildAll(ctx, b, cfg, filepath.Join(work, "bin"), contains(cfg.Targets, "etcd"), needMosaic)
+	bins, err := BuildAll(ctx, b, cfg, filepath.Join(work, "bin"), needEtcd, needMosaic)
 	if err != nil {
 		return err
 	}
 	logf("built in %v", time.Since(started).Round(time.Second))
 
-	rep := &Report{
-		Config:     cfg,
-		Started:    started,
-		Machine:    machineInfo(rev),
-		BuildCmds:  b.commands,
-		Invocation: strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " ")),
-	}
+	machine := machineInfo(rev)
+	invocation := strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
 	// Rounds interleave the targets (etcd, mosaic-1, mosaic-8, etcd, ...) so
 	// that background load on the machine hits them alike; the report shows
 	// the median of each metric over the rounds.
@@ -185,7 +216,7 @@ func run(cfg *Config) error {
 			}
 			tr := &TargetResult{Name: name, Round: round}
 			rounds[name] = append(rounds[name], tr)
-			if strings.HasPrefix(name, "mosaic") && bins.MosaicErr != nil {
+			if !isEtcd(name) && bins.MosaicErr != nil {
 				tr.Err = "Mosaic did not build: " + firstLine(bins.MosaicErr.Error())
 				logf("%s: skipped: %v", name, bins.MosaicErr)
 				continue
@@ -196,17 +227,31 @@ func run(cfg *Config) error {
 			runTarget(ctx, cfg, bins, work, tr)
 		}
 	}
-	for _, name := range cfg.Targets {
-		rep.Targets = append(rep.Targets, Aggregate(cfg, rounds[name]))
-	}
-	rep.Finished = time.Now()
-
-	fmt.Println(rep.Table())
-	if !cfg.NoWrite {
-		if err := os.WriteFile(cfg.Out, []byte(rep.Markdown()), 0o644); err != nil {
-			return err
+	finished := time.Now()
+	// One report for the single-node targets, one for the clusters: each
+	// compares Mosaic with the etcd of its own shape.
+	for _, cluster := range []bool{false, true} {
+		rep := &Report{Config: cfg, Started: started, Finished: finished, Machine: machine,
+			BuildCmds: b.commands, Invocation: invocation, Cluster: cluster}
+		for _, name := range cfg.Targets {
+			if isCluster(name) == cluster {
+				rep.Targets = append(rep.Targets, Aggregate(cfg, rounds[name]))
+			}
 		}
-		logf("wrote %s", cfg.Out)
+		if len(rep.Targets) == 0 {
+			continue
+		}
+		fmt.Println(rep.Table())
+		out := cfg.Out
+		if cluster {
+			out = cfg.ClusterOut
+		}
+		if !cfg.NoWrite {
+			if err := os.WriteFile(out, []byte(rep.Markdown()), 0o644); err != nil {
+				return err
+			}
+			logf("wrote %s", out)
+		}
 	}
 	return nil
 }
@@ -215,37 +260,47 @@ func run(cfg *Config) error {
 // Failures are recorded in tr, not returned, so other targets still run.
 func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr *TargetResult) {
 	bin := bins.Etcd
-	if strings.HasPrefix(tr.Name, "mosaic") {
+	if !isEtcd(tr.Name) {
 		bin = bins.Mosaic
 	}
-	logf("%s: starting %s", tr.Name, bin)
-	srv, err := StartServer(tr.Name, bin, work)
+	n := 1
+	if isCluster(tr.Name) {
+		n = clusterSize
+	}
+	logf("%s: starting %d× %s", tr.Name, n, bin)
+	srv, err := StartCluster(tr.Name, bin, work, n)
 	if err != nil {
 		tr.Err = "start: " + err.Error()
 		return
 	}
 	defer func() {
+		if n > 1 {
+			// What the members logged while they ran (before stopping).
+			tr.Notes = append(tr.Notes, srv.LogSummary()...)
+		}
 		if err := srv.Stop(15 * time.Second); err != nil {
 			tr.Notes = append(tr.Notes, err.Error())
 		}
 		logf("%s: stopped", tr.Name)
 	}()
-	tr.ServerCmd = strings.Join(srv.Args, " ")
+	tr.ServerCmd = srv.Args()
 	tr.LoadBefore = loadAvg()
-	if err := srv.WaitReady(ctx, cfg.ReadyTimeout); err != nil {
+	ready, err := srv.WaitReady(ctx, cfg.ReadyTimeout)
+	if err != nil {
 		tr.Err = "not ready: " + firstLine(err.Error())
 		logf("%s: %v", tr.Name, err)
 		return
 	}
-	logf("%s: ready after %v at %s", tr.Name, srv.ReadyAfter.Round(time.Millisecond), srv.ClientURL)
-	tr.ReadyAfter = srv.ReadyAfter
+	logf("%s: ready after %v at %s", tr.Name, ready.Round(time.Millisecond), srv.EndpointList())
+	tr.ReadyAfter = ready
 
-	// Write the key the range workloads read (and check the server serves).
-	seedArgs := []string{"-endpoint", srv.Endpoint, "-key", cfg.RangeKey, "-val-size", fmt.Sprint(cfg.ValSize), "-wait", "30s"}
+	// Write the key the range workloads read through every member (which
+	// also waits until a put succeeds through each) and read it back.
+	seedArgs := []string{"-endpoints", srv.EndpointList(), "-key", cfg.RangeKey, "-val-size", fmt.Sprint(cfg.ValSize), "-wait", "30s"}
 	tr.Commands = append(tr.Commands, "benchseed "+strings.Join(seedArgs, " "))
-	out, errOut, err := runBounded(ctx, time.Minute, bins.Seed, seedArgs...)
+	out, errOut, err := runBounded(ctx, 2*time.Minute, bins.Seed, seedArgs...)
 	if err != nil {
-		tr.Err = fmt.Sprintf("seeding %q: %v: %s", cfg.RangeKey, err, firstLine(errOut))
+		tr.Err = fmt.Sprintf("seeding %q: %v: %s", cfg.RangeKey, err, strings.Join(strings.Fields(errOut), " "))
 		logf("%s: %s\n%s", tr.Name, tr.Err, srv.LogTail(20))
 		return
 	}
@@ -253,23 +308,24 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 	logf("%s: %s", tr.Name, tr.Seed)
 
 	if tr.Name == "mosaic-8" {
-		if err := splitRanges(ctx, cfg, bins, srv, tr); err != nil {
+		if err := splitRanges(ctx, cfg, bins, srv.Members[0], tr); err != nil {
 			tr.Err = "split: " + err.Error()
 			logf("%s: %s", tr.Name, tr.Err)
 			return
 		}
 	}
 
-	for _, w := range Workloads(cfg) {
+	for _, w := range TargetWorkloads(cfg, tr.Name) {
 		if ctx.Err() != nil {
 			tr.Err = "interrupted"
 			return
 		}
-		args := append([]string{"--endpoints", srv.Endpoint, "--precise"}, w.Args...)
+		args := append([]string{"--endpoints", srv.EndpointList(), "--precise"}, w.Args...)
 		wr := &WorkloadResult{Workload: w, Cmd: "benchmark " + strings.Join(args, " ")}
 		tr.Workloads = append(tr.Workloads, wr)
 		logf("%s: %s: %s", tr.Name, w.Name, wr.Cmd)
 		t0 := time.Now()
+		cpu0 := srv.CPUSeconds()
 		// A server that dies mid-workload ends the workload at once (the
 		// tool would otherwise retry until the timeout).
 		wctx, wcancel := context.WithCancel(ctx)
@@ -283,7 +339,12 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 		stdout, stderr, err := runBounded(wctx, cfg.WorkloadTimeout, bins.Benchmark, args...)
 		wcancel()
 		wr.Wall = time.Since(t0)
-		_ = os.WriteFile(filepath.Join(work, tr.Name+"-"+w.Name+".out"), []byte(stdout+"\n--- stderr ---\n"+stderr), 0o644)
+		var cpu1 []float64
+		if n > 1 && srv.Alive() {
+			cpu1 = srv.CPUSeconds()
+			wr.CPU = cpuNote(srv, cpu0, cpu1)
+		}
+		_ = os.WriteFile(filepath.Join(work, fmt.Sprintf("%s-%s-round%d.out", tr.Name, w.Name, tr.Round)), []byte(stdout+"\n--- stderr ---\n"+stderr), 0o644)
 		parsed := stdout
 		if strings.HasPrefix(w.Name, "watch-") {
 			// Events delivered, not the puts that caused them.
@@ -306,18 +367,37 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 		if res != nil && res.ErrorCount() > 0 {
 			wr.Err = strings.TrimPrefix(wr.Err+"; ", "; ") + fmt.Sprintf("%d failed requests: %s", res.ErrorCount(), res.ErrorSummary())
 		}
+		if wr.CPU != "" && wr.Result != nil && wr.Result.RPS > 0 {
+			total := 0.0
+			for i := range cpu1 {
+				total += cpu1[i] - cpu0[i]
+			}
+			if ops := wr.Result.RPS * wr.Result.TotalSecs; ops > 0 {
+				wr.CPU += fmt.Sprintf("; %.3f ms of member CPU per op", total*1000/ops)
+			}
+		}
+		if wr.CPU != "" {
+			logf("%s: %s: %s", tr.Name, w.Name, wr.CPU)
+		}
 		if wr.Result != nil {
 			p99, _ := wr.Result.P("99")
 			logf("%s: %s: %.0f ops/s, avg %s, p99 %s (%v)", tr.Name, w.Name, wr.Result.RPS, ms(wr.Result.Average), ms(p99), wr.Wall.Round(100*time.Millisecond))
 		}
 		if wr.Err != "" {
 			logf("%s: %s: %s", tr.Name, w.Name, wr.Err)
+			if n > 1 {
+				// What the members said about it.
+				logf("%s: benchmark stderr tail:\n%s\nmember log tails:\n%s", tr.Name, tail(stderr, 10), srv.LogTail(15))
+			}
 		}
 		if !srv.Alive() {
-			_, exitErr := srv.Exited()
-			tr.Err = fmt.Sprintf("server exited during %s (%v)", w.Name, exitErr)
-			if l := srv.FatalLine(); l != "" {
-				tr.Err += ": " + l
+			for _, m := range srv.Dead() {
+				_, exitErr := m.Exited()
+				e := fmt.Sprintf("%s exited during %s (%v)", m.Name, w.Name, exitErr)
+				if l := m.FatalLine(); l != "" {
+					e += ": " + l
+				}
+				tr.Err = strings.TrimPrefix(tr.Err+"; "+e, "; ")
 			}
 			logf("%s: %s; log tail:\n%s", tr.Name, tr.Err, srv.LogTail(30))
 			return
@@ -325,10 +405,22 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 	}
 	if tr.Name == "mosaic-8" {
 		// Where the puts went (informational).
-		if out, _, err := runBounded(ctx, time.Minute, bins.Mosaicctl, "--endpoints", srv.ClientURL, "range", "list"); err == nil {
+		if out, _, err := runBounded(ctx, time.Minute, bins.Mosaicctl, "--endpoints", srv.Members[0].ClientURL, "range", "list"); err == nil {
 			tr.RangeListAfter = strings.TrimSpace(out)
 		}
 	}
+}
+
+// cpuNote describes the CPU time each member used between two readings.
+func cpuNote(c *Cluster, before, after []float64) string {
+	var parts []string
+	total := 0.0
+	for i, m := range c.Members {
+		d := after[i] - before[i]
+		total += d
+		parts = append(parts, fmt.Sprintf("%s %.1f s", strings.TrimPrefix(m.Name, c.Name+"-"), d))
+	}
+	return fmt.Sprintf("member CPU %s (total %.1f s)", strings.Join(parts, ", "), total)
 }
 
 // splitRanges splits the keyspace at cfg.Ranges-1 keys spread over the
@@ -381,6 +473,36 @@ type Workload struct {
 	Name  string
 	Title string
 	Args  []string
+}
+
+// clusterWorkloads are the workloads the 3-member targets run.
+var clusterWorkloads = []string{"put-many", "range-l", "range-s"}
+
+// TargetWorkloads are the workloads a target runs: all of Workloads on a
+// single node; put at many clients and the two range workloads, with the
+// same arguments, on a cluster.
+func TargetWorkloads(cfg *Config, target string) []Workload {
+	ws := Workloads(cfg)
+	if !isCluster(target) {
+		return ws
+	}
+	var out []Workload
+	for _, w := range ws {
+		if contains(clusterWorkloads, w.Name) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// runsWorkload reports whether a target runs a workload.
+func runsWorkload(cfg *Config, target, workload string) bool {
+	for _, w := range TargetWorkloads(cfg, target) {
+		if w.Name == workload {
+			return true
+		}
+	}
+	return false
 }
 
 // Workloads are the workloads, in the order they run: four KV workloads,
