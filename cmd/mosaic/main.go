@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -129,6 +130,10 @@ func serve(cfg *config, lg *zap.Logger) error {
 		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
 		lg.Warn("still opening the data dir after 20s", zap.String("goroutines", b.String()))
 	})
+	if addr := os.Getenv("MOSAIC_PPROF_ADDR"); addr != "" {
+		// Profiling, for whoever measures: Go's /debug/pprof handlers.
+		go func() { lg.Warn("pprof listener stopped", zap.Error(http.ListenAndServe(addr, nil))) }()
+	}
 	ckpt, catchUp, err := testKnobs()
 	if err != nil {
 		cancel()
