@@ -296,6 +296,15 @@ func (g *RaftGroup) Drive(apply func([]*raftpb.Entry)) {
 					}
 				}
 			}
+			// A leader sends its appends while it writes them itself (the
+			// Raft thesis, 10.2.1, as etcd does): its own entries count for
+			// a commit only once durable, since committed entries are handed
+			// out only after this write. A follower's replies wait for its
+			// write: they promise what it holds.
+			if g.send != nil && len(rd.Messages) > 0 && g.rn.BasicStatus().RaftState == raft.StateLeader {
+				g.send(rd.Messages)
+				rd.Messages = nil
+			}
 			g.ls.Submit(w)
 			return
 		}
