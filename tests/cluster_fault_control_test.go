@@ -60,6 +60,7 @@ type faultControl struct {
 	etcd    bool               // the subject is etcd, which has no ranges and no Admin service
 	say     func(string, ...any)
 	base    time.Time // when the workload began; zero before
+	onKill  func(int) // if set, called right after a member is SIGKILLed, with its index
 
 	kills            [numFaultKinds]int
 	moves, movesOK   int
@@ -205,6 +206,9 @@ func (f *faultControl) run(rng *rand.Rand, deadline time.Time) {
 			killed := time.Now()
 			f.cluster.Kill(victim)
 			f.kills[kind]++
+			if f.onKill != nil {
+				f.onKill(victim)
+			}
 			if splitAt == 0 {
 				split("while " + f.name(victim) + " is down")
 			}

@@ -164,7 +164,11 @@ type finalKV struct {
 //   - nothing acknowledged was lost: each key's final value is the newest acknowledged
 //     write's, or that of a later write of unknown outcome;
 //   - (Mosaic) every member's ranges tile the keyspace, the members agree on them, and every
-//     acknowledged split is there.
+//     acknowledged split is there;
+//   - every live watcher's stream equals the committed history of its keys from its start
+//     revision to where it stopped: in order, no gap, no duplicate across its resumes on
+//     other members after kills, each revision in one response, prev_kv right (see
+//     cluster_fault_watch_test.go).
 //
 // MOSAIC_FAULT_DURATION sets the workload's length, MOSAIC_FAULT_SEED the seed.
 // MOSAIC_TEST_SUBJECT=etcd runs it against a 3-member etcd cluster, which must pass (it has
@@ -215,6 +219,9 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		}
 	}
 	f.printRanges("ranges before the workload")
+	// Live watchers from a revision before the workload (see cluster_fault_watch_test.go).
+	watches := startFaultWatches(t, cluster, seed)
+	f.onKill = watches.memberKilled
 
 	// The workload: each client is bound to one member and runs until the deadline.
 	var (
@@ -259,6 +266,11 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 
 	f.run(rand.New(rand.NewPCG(seed, math.MaxUint64)), deadline)
 	wg.Wait()
+	drainStart := time.Now()
+	drained := watches.drain(t, 20*time.Second)
+	resumes, streamErrs := watches.resumes()
+	say("%d watchers drained to revision %d in %s; %d resumes on another member (%d after a stream error)",
+		len(watches.watchers), drained, time.Since(drainStart).Round(time.Millisecond), resumes, streamErrs)
 
 	counts := map[string]int{}
 	unknown, transfers := 0, 0
@@ -276,6 +288,9 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		len(history), faultClients, faultKeys, counts["get"], counts["getpair"], counts["put"], counts["cas"], counts["delete"],
 		counts["transfer"], transfers, unknown)
 	f.checkCoverage(duration)
+	if kills := f.kills[killOracleLeader] + f.kills[killRangeLeader] + f.kills[killFollower]; kills > 0 && resumes == 0 {
+		t.Errorf("%d members killed but no watcher resumed on another member", kills)
+	}
 	if len(history) < faultClients*20 {
 		t.Errorf("only %d operations completed", len(history))
 	}
@@ -321,6 +336,7 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		checkFinal(t, m.Name(), finals[i], logs[i], history)
 	}
 	checkMembersAgree(t, names, logs, finals)
+	watches.check(t, logs[0], say)
 	f.checkRanges(ctx)
 	say("checked %d operations and %d events on %d members; test took %s", len(history), len(logs[0]), len(members), time.Since(testStart).Round(time.Millisecond))
 }
