@@ -81,6 +81,9 @@ type GroupConfig struct {
 	// a snapshot at index 1 naming Peers (no log before it), so a replica
 	// that starts empty (Join) is always sent a snapshot, never the log.
 	SnapshotStart bool
+	// HeartbeatTicks is how many ticks apart a leader's heartbeats are
+	// (default 1); an election takes 10 ticks.
+	HeartbeatTicks int
 	// Snapshot makes a snapshot of the owner's state for a replica the log
 	// no longer reaches (see SnapshotAt); nil: the group sends none.
 	// Restore loads a received snapshot's data into the owner's state
@@ -156,7 +159,7 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:              c.NodeID,
 		ElectionTick:    10,
-		HeartbeatTick:   1,
+		HeartbeatTick:   max(c.HeartbeatTicks, 1),
 		Storage:         storage,
 		Applied:         gl.Snap.GetIndex(),
 		MaxSizePerMsg:   1 << 20,

@@ -636,6 +636,9 @@ func (a *shardActor) start() error {
 	if c.Cluster {
 		gc.Snapshot, gc.Restore, gc.Restored = a.makeSnapshot, a.restoreSnapshot, a.snapshotRestored
 		gc.SnapshotStart = true
+		// A range's heartbeats come every third tick: a node holds many
+		// ranges, and every range's lead follows the oracle's anyway.
+		gc.HeartbeatTicks = 3
 	}
 	a.group, err = actors.OpenRaftGroup(gc)
 	if err != nil {

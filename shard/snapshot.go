@@ -149,10 +149,10 @@ func (a *shardActor) importSnapshot(snap *raftpb.Snapshot) error {
 	if err != nil {
 		return err
 	}
-	if err := a.cfg.Store.ClearSpan(rs.start, rs.end); err != nil {
-		return err
-	}
-	if err := a.cfg.Store.ImportSpan(rs.start, rs.end, rs.recs); err != nil {
+	// Replaced in place, so that a read on this member at a revision both
+	// sides hold (another range's replica may serve the span until this
+	// one's snapshot is recorded) never misses a record.
+	if err := a.cfg.Store.ReplaceSpan(rs.start, rs.end, rs.recs); err != nil {
 		return err
 	}
 	a.lg.Info("installed a snapshot of the range", zap.Uint64("index", snap.GetMetadata().GetIndex()), zap.Int64("revision", rs.rev), zap.Int("records", len(rs.recs)))

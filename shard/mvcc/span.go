@@ -136,3 +136,42 @@ func (s *Store) ImportSpan(start, end []byte, recs []SpanRecord) error {
 	}
 	return nil
 }
+
+// ReplaceSpan makes the span's records exactly recs, never leaving a
+// record of a committed revision missing meanwhile: recs are written first
+// (a record the store already holds is the same committed version), and
+// only then are the records recs lack deleted (versions the source
+// compacted away, or none). Readers at a revision both sides hold see the
+// same data throughout. Not atomic (batches), as ImportSpan.
+func (s *Store) ReplaceSpan(start, end []byte, recs []SpanRecord) error {
+	if err := s.ImportSpan(start, end, recs); err != nil {
+		return err
+	}
+	keep := make(map[string]struct{}, len(recs))
+	for _, rec := range recs {
+		keep[string(rec.Key)] = struct{}{}
+	}
+	var stale [][]byte
+	err := s.View(func(r *Reader) error {
+		return r.ExportSpan(start, end, func(rec SpanRecord) error {
+			if _, ok := keep[string(rec.Key)]; !ok {
+				stale = append(stale, rec.Key)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range stale {
+		if err := wb.Delete(k); err != nil {
+			return wrapBadger("replace span", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return wrapBadger("replace span", err)
+	}
+	return nil
+}

@@ -62,10 +62,7 @@ func TestSpanExportImport(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dst.ClearSpan(start, end); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.ImportSpan(start, end, recs); err != nil {
+	if err := dst.ReplaceSpan(start, end, recs); err != nil {
 		t.Fatal(err)
 	}
 	if err := dst.ImportSpan(start, end, []SpanRecord{{Key: dataKey([]byte("z"), 5), Value: []byte{0}}}); err == nil {
