@@ -37,6 +37,7 @@ type Router struct {
 	peerURLs        []string
 
 	watchProgressNotifyInterval time.Duration
+	electionTimeout             time.Duration
 }
 
 // Options configures a Router.
@@ -65,7 +66,11 @@ func New(n *Node, o Options) (*Router, error) {
 	r := &Router{node: n, ids: newTxnIDs(), maxRequestBytes: o.MaxRequestBytes, maxTxnOps: o.MaxTxnOps,
 		name: o.Name, clientURLs: o.ClientURLs, peerURLs: o.PeerURLs,
 		minLeaseTTL:                 minLeaseTTLFor(o.HeartbeatInterval, o.ElectionTimeout),
-		watchProgressNotifyInterval: o.WatchProgressNotifyInterval}
+		watchProgressNotifyInterval: o.WatchProgressNotifyInterval,
+		electionTimeout:             o.ElectionTimeout}
+	if r.electionTimeout <= 0 {
+		r.electionTimeout = time.Second // etcd's default
+	}
 	r.lessorCfg = leaseactor.Config{
 		Revoke: func(ctx context.Context, id int64) error {
 			_, err := r.RevokeLease(ctx, id)

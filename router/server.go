@@ -1,12 +1,17 @@
 package router
 
 import (
+	"context"
+	"errors"
 	"math"
+	"time"
 	"path/filepath"
 	"syscall"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -24,6 +29,8 @@ func (r *Router) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxRecvMsgSize(r.maxRequestBytes + grpcOverheadBytes),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.ChainUnaryInterceptor(r.requireLeaderUnary),
+		grpc.ChainStreamInterceptor(r.requireLeaderStream),
 	}, opts...)
 	s := grpc.NewServer(opts...)
 	pb.RegisterKVServer(s, &kvServer{r: r})
@@ -67,3 +74,75 @@ func (n *Node) DiskSize() int64 {
 	}
 	return total
 }
+
+// requiresLeader reports whether the client asked, as etcd's
+// clientv3.WithRequireLeader does, to be refused when there is no leader.
+func requiresLeader(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return false
+	}
+	ks := md[rpctypes.MetadataRequireLeaderKey]
+	return len(ks) > 0 && ks[0] == rpctypes.MetadataHasLeader
+}
+
+// noLeader reports whether this member knows of no leader of the cluster.
+func (r *Router) noLeader() bool { return r.node.cluster && r.node.oracle.View().Lead == 0 }
+
+// requireLeaderUnary refuses a require-leader request when this member
+// knows no leader, as etcd does.
+func (r *Router) requireLeaderUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if requiresLeader(ctx) && r.noLeader() {
+		return nil, rpctypes.ErrGRPCNoLeader
+	}
+	return handler(ctx, req)
+}
+
+// maxNoLeaderCount is etcd's: a require-leader stream is ended once the
+// member has known no leader for this many election timeouts.
+const maxNoLeaderCount = 3
+
+// requireLeaderStream refuses a require-leader stream (a Kubernetes watch,
+// say) when this member knows no leader, and ends one that is open once it
+// has known none for three election timeouts, with etcd's "no leader".
+func (r *Router) requireLeaderStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !r.node.cluster || !requiresLeader(ss.Context()) {
+		return handler(srv, ss)
+	}
+	if r.noLeader() {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	go func() {
+		misses := 0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.electionTimeout):
+			}
+			if r.noLeader() {
+				misses++
+			} else {
+				misses = 0
+			}
+			if misses >= maxNoLeaderCount {
+				cancel(rpctypes.ErrGRPCNoLeader)
+				return
+			}
+		}
+	}()
+	err := handler(srv, streamWithCtx{ServerStream: ss, ctx: ctx})
+	if errors.Is(context.Cause(ctx), rpctypes.ErrGRPCNoLeader) {
+		return rpctypes.ErrGRPCNoLeader
+	}
+	return err
+}
+
+type streamWithCtx struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s streamWithCtx) Context() context.Context { return s.ctx }

@@ -3,10 +3,12 @@ package tests
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/mosaic-kv/mosaic/tests/harness"
@@ -233,4 +235,53 @@ func TestClusterWatchResume(t *testing.T) {
 		}
 	}
 	t.Logf("%d revisions watched, resumed on another member after revision %d", len(seen), last)
+}
+
+// TestClusterRequireLeader: a member that lost its quorum refuses require-leader requests and
+// ends require-leader watches (as Kubernetes opens them) with etcd's "no leader", while it
+// still answers serializable reads and keeps plain watches open.
+func TestClusterRequireLeader(t *testing.T) {
+	t.Parallel()
+	c := startCluster3(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ms := c.Members()
+	last := ms[2]
+	cli := last.Client()
+	if _, err := cli.Put(ctx, "rl/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	rlWatch := cli.Watch(clientv3.WithRequireLeader(ctx), "rl/", clientv3.WithPrefix())
+	plainCtx, plainCancel := context.WithCancel(ctx)
+	defer plainCancel()
+	plainWatch := cli.Watch(plainCtx, "rl/", clientv3.WithPrefix())
+	time.Sleep(500 * time.Millisecond)
+
+	ms[0].Kill()
+	ms[1].Kill()
+	lost := time.Now()
+
+	// The require-leader watch ends with "no leader" once the member has had no leader for
+	// three election timeouts (etcd: 3 x 1s).
+	select {
+	case wr, ok := <-rlWatch:
+		if ok && !harness.SameError(wr.Err(), rpctypes.ErrNoLeader) && !strings.Contains(fmt.Sprint(wr.Err()), "no leader") {
+			t.Errorf("require-leader watch ended with %v, want %v", wr.Err(), rpctypes.ErrNoLeader)
+		}
+		t.Logf("require-leader watch ended %.1fs after the quorum was lost: %v", time.Since(lost).Seconds(), wr.Err())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("require-leader watch still open 20s after the quorum was lost")
+	}
+	select {
+	case wr, ok := <-plainWatch:
+		t.Errorf("plain watch ended too: %v %v", ok, wr.Err())
+	default:
+	}
+	if _, err := cli.Get(clientv3.WithRequireLeader(ctx), "rl/k", clientv3.WithSerializable()); err == nil || !strings.Contains(err.Error(), "no leader") {
+		t.Errorf("require-leader get without a leader: %v, want %v", err, rpctypes.ErrNoLeader)
+	}
+	resp, err := cli.Get(ctx, "rl/k", clientv3.WithSerializable())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("serializable get without a leader: %v %v", resp, err)
+	}
 }
