@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"math"
-	"time"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/mosaic-kv/mosaic/proto/adminpb"
 	"github.com/mosaic-kv/mosaic/watchactor"
