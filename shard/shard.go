@@ -894,6 +894,19 @@ func (a *shardActor) flushProposals() {
 	if err == nil {
 		err = a.group.Propose(data)
 	}
+	if err != nil && a.leader && (len(cmd.Decided) > 0 || len(cmd.Aborted) > 0) {
+		// Raft drops proposals while the lead is being handed over. The
+		// decisions go into the next entry, still before any later one: a
+		// follower applies a range's decisions in the order of its log, so
+		// one missing there while a later one is logged would be skipped
+		// for good.
+		back := &raftcmdpb.ShardCommand{Decided: cmd.Decided, Aborted: cmd.Aborted}
+		if a.toLog != nil {
+			back.Decided = append(back.Decided, a.toLog.Decided...)
+			back.Aborted = append(back.Aborted, a.toLog.Aborted...)
+		}
+		a.toLog = back
+	}
 	var provides []uint64
 	for _, p := range a.proposals {
 		if err != nil {
