@@ -119,10 +119,14 @@ func (w *faultWatcher) describe() string {
 	return s + ")"
 }
 
-// faultWatches runs the live watchers.
+// faultWatches runs the live watchers. The partition test (partition_test.go) runs them too.
 type faultWatches struct {
-	cluster   *harness.Cluster
-	clients   []*clientv3.Client // one per member, for the watches only
+	clients []*clientv3.Client // one per member, for the watches only
+	// running reports whether a watcher may resume on member i: it is up (and, in the
+	// partition test, not cut off).
+	running func(i int) bool
+	// revision reads the current revision, linearizably, for drain.
+	revision  func(ctx context.Context) (int64, error)
 	watchers  []*faultWatcher
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -132,11 +136,17 @@ type faultWatches struct {
 // startFaultWatches starts the watchers before the workload.
 func startFaultWatches(t *testing.T, cluster *harness.Cluster, seed uint64) *faultWatches {
 	t.Helper()
-	fw := &faultWatches{cluster: cluster}
+	var endpoints []string
 	for _, m := range cluster.Members() {
-		fw.clients = append(fw.clients, harness.NewClient(t, m.Endpoint()))
+		endpoints = append(endpoints, m.Endpoint())
 	}
-	t.Cleanup(fw.closeClients)
+	fw := newWatches(t, endpoints, cluster.Running, func(ctx context.Context) (int64, error) {
+		resp, err := cluster.Client().Get(ctx, faultKeyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return 0, err
+		}
+		return resp.Header.Revision, nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := fw.clients[0].Get(ctx, faultKeyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -156,12 +166,29 @@ func startFaultWatches(t *testing.T, cluster *harness.Cluster, seed uint64) *fau
 		{span: watchSpan{key: faultKey(3), end: faultKey(12)}, start: r0 + 1},
 		{span: watchSpan{key: faultKey(21), end: "\x00"}, prevKV: true, start: r0 + 1, requireLeader: true},
 	} {
-		w.name, w.member, w.covered = fmt.Sprintf("w%d", i+1), i/2%len(fw.clients), w.start-1
-		fw.watchers = append(fw.watchers, w)
-		fw.wg.Add(1)
-		go fw.run(w, rand.New(rand.NewPCG(seed, uint64(1000+i))))
+		fw.add(w, i/2%len(fw.clients), rand.New(rand.NewPCG(seed, uint64(1000+i))))
 	}
 	return fw
+}
+
+// newWatches makes a set of watchers with a client per endpoint (one per member), to which
+// add adds watchers.
+func newWatches(t *testing.T, endpoints []string, running func(int) bool, revision func(context.Context) (int64, error)) *faultWatches {
+	t.Helper()
+	fw := &faultWatches{running: running, revision: revision}
+	for _, e := range endpoints {
+		fw.clients = append(fw.clients, harness.NewClient(t, e))
+	}
+	t.Cleanup(fw.closeClients)
+	return fw
+}
+
+// add names w (w1, w2, ... in the order added) and starts it on member, from w.start.
+func (fw *faultWatches) add(w *faultWatcher, member int, rng *rand.Rand) {
+	w.name, w.member, w.covered = fmt.Sprintf("w%d", len(fw.watchers)+1), member, w.start-1
+	fw.watchers = append(fw.watchers, w)
+	fw.wg.Add(1)
+	go fw.run(w, rng)
 }
 
 // run watches through w's member until w is stopped, resuming on another member after a
@@ -223,7 +250,7 @@ func (fw *faultWatches) run(w *faultWatcher, rng *rand.Rand) {
 		// Another running member (the fault loop kills one member at a time).
 		var others []int
 		for i := range fw.clients {
-			if i != member && fw.cluster.Running(i) {
+			if i != member && fw.running(i) {
 				others = append(others, i)
 			}
 		}
@@ -294,10 +321,10 @@ func (fw *faultWatches) drain(t *testing.T, timeout time.Duration) int64 {
 	var current int64
 	for current == 0 {
 		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := fw.cluster.Client().Get(rctx, faultKeyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		rev, err := fw.revision(rctx)
 		rcancel()
 		if err == nil {
-			current = resp.Header.Revision
+			current = rev
 		} else if ctx.Err() != nil {
 			t.Fatalf("reading the revision after the workload: %v", err)
 		}
