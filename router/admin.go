@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -47,6 +48,9 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 		return adminpb.NewAdminClient(conn).SplitRange(outgoing(ctx), req)
 	}
 	res, err := s.r.node.Split(ctx, req.Key)
+	if errors.Is(err, errRangeLeadNotHere) {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}

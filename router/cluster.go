@@ -149,12 +149,9 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	n.startMu.Lock()
 	n.created[res.Right.Id] = res.StartRev
 	n.splitMembers[res.Right.Id] = res.Members
-	// The member that split it holds the new range's data, as does any
-	// member whose replica of the left range leads it (it applied every
-	// revision itself; a split that outlived the splitter's lead).
+	// The member that split it holds the new range's data: its replica of
+	// the left range led it and was drained (Node.Split).
 	if n.splitting.CompareAndSwap(res.Left.Id, 0) {
-		n.authoritative[res.Right.Id] = true
-	} else if left := n.shard(res.Left.Id); left != nil && left.Leader() && n.started.Load() {
 		n.authoritative[res.Right.Id] = true
 	}
 	n.startMu.Unlock()

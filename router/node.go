@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -123,6 +124,10 @@ type Node struct {
 const singleNodeID = 1 // single node: every group has this one voter
 
 const defaultCatchUpEntries = 1000
+
+// errRangeLeadNotHere: a split asked of the primary before the range's lead
+// reached it (just after a leader change); asking again shortly succeeds.
+var errRangeLeadNotHere = errors.New("the range's lead has not reached this member yet; retry")
 
 // OpenNode opens (or creates) the node's data dir and starts its actors.
 func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
@@ -392,6 +397,17 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	s := n.shard(d.Id)
 	if s == nil {
 		return nil, fmt.Errorf("range %d has no replica on this node", d.Id)
+	}
+	if n.cluster {
+		// The member that splits holds the new range's data from the
+		// start, so it must be the left range's leader: a replica behind
+		// may lack some of it. Right after a leader change the lead is on
+		// its way here.
+		for deadline := time.Now().Add(leaderWait); !s.Leader(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return nil, errRangeLeadNotHere
+			}
+		}
 	}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
