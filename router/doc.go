@@ -15,4 +15,9 @@
 //     last revision the oracle had assigned to it when R was read.
 //   - Every error a client sees is etcd's own value from rpctypes where
 //     etcd has one.
+//
+// In a cluster (cluster.go, forward.go, membership.go) the member that
+// leads the oracle runs the writes and every range's lead follows it; the
+// others forward writes to it, and serve linearizable reads once they have
+// applied the revision its ReadIndex confirms.
 package router

@@ -24,4 +24,16 @@
 //     and resolves it with the oracle.
 //   - A shard answers nothing outside its span; a request that reaches it
 //     after a split moved part of its span away gets ErrRangeMoved.
+//
+// In a cluster (several voters) the replica that leads the range's group
+// runs steps 1 and 2; every replica applies:
+//   - Only a leader that has resolved every intent its predecessors left
+//     (watchLeader, resolveForLead) grants latches; one that loses the lead
+//     drops its latches, so nothing they admitted is proposed afterwards.
+//   - The leader applies a decision when the oracle makes it and puts it
+//     in the range's log (logDecided), in revision order with no gap;
+//     followers apply decisions and aborts from their log alone, so a
+//     replica's state is its log's.
+//   - A replica behind its leader's truncated log gets a snapshot of the
+//     range (snapshot.go); a replica applies only its own span's keys.
 package shard
