@@ -9,6 +9,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
@@ -440,7 +441,8 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 			// Abort so that no intent of it ever applies; once that is
 			// certain, an attempt that lost its range's leader runs again.
 			_, aerr := r.node.oracle.Resolve(ctx, w.txn)
-			lostLead := errors.Is(err, shard.ErrNotLeader) || errors.Is(err, shard.ErrLeaderChanged)
+			// (Raft drops proposals while the range's lead is handed over.)
+			lostLead := errors.Is(err, shard.ErrNotLeader) || errors.Is(err, shard.ErrLeaderChanged) || errors.Is(err, raft.ErrProposalDropped)
 			switch {
 			case errors.Is(aerr, revision.ErrAborted) && lostLead:
 				return 0, nil, errNoLead
@@ -451,7 +453,7 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 		}
 	}
 	rev, err := r.node.oracle.Decide(ctx, d)
-	if errors.Is(err, revision.ErrNotLeader) {
+	if errors.Is(err, revision.ErrNotLeader) || errors.Is(err, raft.ErrProposalDropped) {
 		// The oracle lost its lead with the decision in flight: ask the
 		// new leader what became of it.
 		rev, err = r.node.oracle.Resolve(ctx, w.txn)
@@ -552,7 +554,7 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCLeaseNotFound
 	case errors.Is(err, revision.ErrAborted):
 		return rpctypes.ErrGRPCTimeout
-	case errors.Is(err, revision.ErrNotLeader), errors.Is(err, shard.ErrLeaderChanged):
+	case errors.Is(err, revision.ErrNotLeader), errors.Is(err, shard.ErrLeaderChanged), errors.Is(err, raft.ErrProposalDropped):
 		return rpctypes.ErrGRPCLeaderChanged
 	case errors.Is(err, shard.ErrNotLeader):
 		return rpctypes.ErrGRPCNoLeader
