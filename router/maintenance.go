@@ -34,6 +34,7 @@ func (s *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*p
 		RaftIndex:        v.Applied,
 		RaftTerm:         v.Term,
 		RaftAppliedIndex: v.Applied,
+		IsLearner:        s.r.isLearner(),
 		StorageVersion:   version.Cluster(version.Version) + ".0",
 		DbSizeQuota:      defaultQuotaBytes,
 		DowngradeInfo:    &pb.DowngradeInfo{},

@@ -111,6 +111,9 @@ func TestMembershipWithEtcdctl(t *testing.T) {
 	if _, err := m4cli.Put(ctx, "from-learner", "x"); !harness.SameError(err, rpctypes.ErrGRPCNotSupportedForLearner) {
 		t.Errorf("put on a learner: %v, want %v", err, rpctypes.ErrGRPCNotSupportedForLearner)
 	}
+	if st, err := m4cli.Status(ctx, m4.Endpoint()); err != nil || !st.IsLearner {
+		t.Errorf("status of the learner: %v %v, want is_learner", st, err)
+	}
 	l := memberList(t, m4.Endpoint())
 	if len(l.Members) != 4 {
 		t.Fatalf("member list: %+v", l)
