@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"go.etcd.io/raft/v3"
@@ -37,11 +38,14 @@ type RaftGroup struct {
 
 	// cs is the group's configuration as of the last applied entry;
 	// ownerApplied the index up to which the owner already holds entries
-	// (from before a restart); confDone the contexts of the conf changes
+	// (from before a restart); confWaiters the proposed conf changes
+	// waiting to apply, by context; confApplied counts applied ones.
 	// applied since the owner last asked.
 	cs           *raftpb.ConfState
 	ownerApplied uint64
-	confDone     [][]byte
+	confWaiters  map[string]chan error
+	confSeq      uint64
+	confApplied  uint64
 	// confs are the configurations since the log's first index, oldest
 	// first, so that a snapshot below the applied index names its own.
 	confs    []confAt
@@ -204,6 +208,12 @@ func (g *RaftGroup) Tick() { g.rn.Tick() }
 
 // Lead is the current leader's id, 0 if none is known.
 func (g *RaftGroup) Lead() uint64 { return g.rn.BasicStatus().Lead }
+
+// LeadState is Lead and IsLeader in one look at Raft's status.
+func (g *RaftGroup) LeadState() (lead uint64, leader bool) {
+	st := g.rn.BasicStatus()
+	return st.Lead, st.RaftState == raft.StateLeader
+}
 
 // ID is this replica's Raft id.
 func (g *RaftGroup) ID() uint64 { return g.rn.BasicStatus().ID }
@@ -393,23 +403,40 @@ func (g *RaftGroup) applyConfChange(e *raftpb.Entry) {
 	}
 	g.cs = g.rn.ApplyConfChange(cc)
 	g.confs = append(g.confs, confAt{index: e.GetIndex(), cs: g.cs})
-	if len(ctx) > 0 && e.GetIndex() > g.ownerApplied {
-		g.confDone = append(g.confDone, ctx)
+	g.confApplied++
+	if ch, ok := g.confWaiters[string(ctx)]; ok && e.GetIndex() > g.ownerApplied {
+		delete(g.confWaiters, string(ctx))
+		ch <- nil
 	}
 }
 
-// ProposeConfChange proposes a configuration change; ctx identifies it in
-// TakeConfDone once applied.
-func (g *RaftGroup) ProposeConfChange(cc *raftpb.ConfChangeV2) error {
-	return g.rn.ProposeConfChange(cc)
+// ChangeConf proposes a configuration change; done gets nil once it
+// applies here, or the error that stopped it (see FailConfChanges).
+func (g *RaftGroup) ChangeConf(cc *raftpb.ConfChangeV2, done chan error) {
+	g.confSeq++
+	cc.Context = binary.BigEndian.AppendUint64(nil, g.confSeq)
+	if err := g.rn.ProposeConfChange(cc); err != nil {
+		done <- err
+		return
+	}
+	if g.confWaiters == nil {
+		g.confWaiters = map[string]chan error{}
+	}
+	g.confWaiters[string(cc.Context)] = done
 }
 
-// TakeConfDone returns and forgets the contexts of conf changes applied.
-func (g *RaftGroup) TakeConfDone() [][]byte {
-	d := g.confDone
-	g.confDone = nil
-	return d
+// FailConfChanges answers err to every conf change still waiting (the
+// replica lost the lead: they may never apply).
+func (g *RaftGroup) FailConfChanges(err error) {
+	for ctx, ch := range g.confWaiters {
+		delete(g.confWaiters, ctx)
+		ch <- err
+	}
 }
+
+// ConfChanges counts the conf changes applied so far: it moves whenever
+// the group's replicas change.
+func (g *RaftGroup) ConfChanges() uint64 { return g.confApplied }
 
 // Conf is the group's current configuration (shared: do not modify).
 func (g *RaftGroup) Conf() *raftpb.ConfState { return g.cs }

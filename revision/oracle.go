@@ -434,13 +434,10 @@ type oracleActor struct {
 
 	// cluster: the group has several voters, so leadership can move.
 	cluster bool
-	// memberers wait for membership changes, confWaiters for conf changes
-	// (by context).
-	memberers   []chan error
-	confWaiters map[string]chan error
-	confSeq     uint64
-	lead        uint64
-	leader      bool
+	// memberers wait for membership changes.
+	memberers []chan error
+	lead      uint64
+	leader    bool
 	// reads waiting for ReadIndex; readQueue not yet asked for.
 	readQueue []chan fate
 	reads     []*readWait
@@ -491,14 +488,7 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 	case *progressMsg:
 		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
 	case *confChangeMsg:
-		a.confSeq++
-		ctx := binary.BigEndian.AppendUint64(nil, a.confSeq)
-		m.cc.Context = ctx
-		if err := a.group.ProposeConfChange(m.cc); err != nil {
-			m.reply <- err
-			break
-		}
-		a.confWaiters[string(ctx)] = m.reply
+		a.group.ChangeConf(m.cc, m.reply)
 	case *membersMsg:
 		if err := a.propose(&raftcmdpb.OracleCommand{Membership: m.m}); err != nil {
 			m.reply <- err
@@ -526,12 +516,6 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 	a.group.Drive(a.apply)
 	a.watchLeader()
 	a.answerReads()
-	for _, ctx := range a.group.TakeConfDone() {
-		if ch, ok := a.confWaiters[string(ctx)]; ok {
-			delete(a.confWaiters, string(ctx))
-			ch <- nil
-		}
-	}
 }
 
 // watchLeader notices leadership changes. A replica that loses the lead
@@ -569,10 +553,7 @@ func (a *oracleActor) watchLeader() {
 		for _, ch := range a.memberers {
 			ch <- ErrNotLeader
 		}
-		for ctx, ch := range a.confWaiters {
-			delete(a.confWaiters, ctx)
-			ch <- ErrNotLeader
-		}
+		a.group.FailConfChanges(ErrNotLeader)
 		a.leasers, a.compacters, a.splitters, a.memberers = nil, nil, nil, nil
 		a.proposing = false
 	}
@@ -774,7 +755,6 @@ func (a *oracleActor) start() error {
 	if err != nil {
 		return err
 	}
-	a.confWaiters = map[string]chan error{}
 	a.cluster = c.Cluster
 	a.startLast = a.group.LastIndex()
 	a.publish()

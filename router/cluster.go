@@ -52,14 +52,8 @@ func (n *Node) joinCluster(c NodeConfig) error {
 	n.transport = actors.NewTransport(actors.TransportConfig{Self: c.MemberID, Cluster: c.Token, Logger: n.lg})
 	n.transport.SetHandler(n.step)
 	n.transport.SetUnreachable(func(group, to uint64) {
-		if group == revision.GroupID {
-			if o := n.oracle; o != nil {
-				o.Unreachable(to)
-			}
-			return
-		}
-		if s := n.shard(group); s != nil {
-			s.Unreachable(to)
+		if r := n.replicaOf(group); r != nil {
+			r.Unreachable(to)
 		}
 	})
 	for _, m := range c.Members {
@@ -77,15 +71,29 @@ func (n *Node) joinCluster(c NodeConfig) error {
 // message for a group this node does not run (yet) is dropped, and Raft
 // sends it again.
 func (n *Node) step(group uint64, m *raftpb.Message) {
+	if r := n.replicaOf(group); r != nil {
+		r.Step(m)
+	}
+}
+
+// groupReplica is what the transport delivers to: the oracle or a shard.
+type groupReplica interface {
+	Step(*raftpb.Message)
+	Unreachable(to uint64)
+}
+
+// replicaOf is this node's replica of a Raft group, nil if it runs none.
+func (n *Node) replicaOf(group uint64) groupReplica {
 	if group == revision.GroupID {
 		if o := n.oracle; o != nil {
-			o.Step(m)
+			return o
 		}
-		return
+		return nil
 	}
 	if s := n.shard(group); s != nil {
-		s.Step(m)
+		return s
 	}
+	return nil
 }
 
 // sender returns the function a group sends its messages with (nil on a

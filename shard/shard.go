@@ -430,8 +430,7 @@ type shardActor struct {
 	lastSwept   time.Time
 	pendingLead bool // leading once the resolved intents have applied
 
-	confWaiters map[string]chan error
-	confSeq     uint64
+	votersAt uint64 // the group's ConfChanges when handle.voters was set
 	// toLog holds decisions and aborts the leader puts in the next entry;
 	// deferLog the decisions it applied before it leads, logged with those
 	// it resolves.
@@ -468,14 +467,7 @@ func (a *shardActor) Receive(ctx actor.Context) {
 	case *progressMsg:
 		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
 	case *confChangeMsg:
-		a.confSeq++
-		ctx := binary.BigEndian.AppendUint64(nil, a.confSeq)
-		m.cc.Context = ctx
-		if err := a.group.ProposeConfChange(m.cc); err != nil {
-			m.reply <- err
-			break
-		}
-		a.confWaiters[string(ctx)] = m.reply
+		a.group.ChangeConf(m.cc, m.reply)
 	case unreachableMsg:
 		a.group.ReportUnreachable(m.to)
 	case *abortedMsg:
@@ -506,17 +498,13 @@ func (a *shardActor) Receive(ctx actor.Context) {
 	}
 	a.flushProposals()
 	a.group.Drive(a.applyEntries)
+	lead, leader := a.group.LeadState()
 	if a.cluster {
-		a.watchLeader()
+		a.watchLeader(leader)
 	}
-	a.handle.lead.Store(a.group.Lead())
-	if done := a.group.TakeConfDone(); len(done) > 0 || a.handle.voters.Load() == nil {
-		for _, ctx := range done {
-			if ch, ok := a.confWaiters[string(ctx)]; ok {
-				delete(a.confWaiters, string(ctx))
-				ch <- nil
-			}
-		}
+	a.handle.lead.Store(lead)
+	if n := a.group.ConfChanges(); n != a.votersAt || a.handle.voters.Load() == nil {
+		a.votersAt = n
 		v := a.group.Voters()
 		a.handle.voters.Store(&v)
 	}
@@ -665,7 +653,6 @@ func (a *shardActor) start() error {
 	a.recovering = true
 	a.aborted = map[uint64]time.Time{}
 	a.cluster = c.Cluster
-	a.confWaiters = map[string]chan error{}
 	if a.cluster {
 		// Apply what is known committed, then look the intents found up in
 		// this node's oracle replica; the group elects its leader by itself.
@@ -1327,17 +1314,11 @@ func (a *shardActor) logAborted(txn uint64) {
 // onAborted drops an aborted transaction's intent, or remembers the abort
 // until the intent commits here.
 func (a *shardActor) onAborted(txn uint64) {
-	if in, ok := a.intents[txn]; ok {
-		delete(a.intents, txn)
-		a.resolved(in.index)
-		if in.applied != nil {
-			in.applied <- Applied{Err: revision.ErrAborted}
-		}
-		a.checkFrozen()
+	if _, ok := a.intents[txn]; ok {
+		a.dropAborted(txn)
 		return
 	}
-	if p, ok := a.waiting[txn]; ok || a.cluster {
-		_ = p
+	if _, ok := a.waiting[txn]; ok || a.cluster {
 		a.aborted[txn] = time.Now()
 	}
 }
@@ -1400,8 +1381,7 @@ func (a *shardActor) sweep(now time.Time) {
 // latches: a latch must never admit a request whose evaluation an intent
 // of a former leader could still change. A replica that loses the lead
 // drops its latches, so that nothing they admitted is proposed later.
-func (a *shardActor) watchLeader() {
-	leader := a.group.IsLeader()
+func (a *shardActor) watchLeader(leader bool) {
 	switch {
 	case leader && !a.leader:
 		a.leader, a.leading, a.pendingLead = true, false, false
@@ -1440,10 +1420,7 @@ func (a *shardActor) stepDown() {
 		p.committed <- ErrNotLeader
 	}
 	a.proposals = a.proposals[:0]
-	for ctx, ch := range a.confWaiters {
-		delete(a.confWaiters, ctx)
-		ch <- ErrNotLeader
-	}
+	a.group.FailConfChanges(ErrNotLeader)
 	a.toLog, a.deferLog = nil, nil
 	for _, p := range a.waiting {
 		if p.committed != nil {
@@ -1557,7 +1534,7 @@ func (a *shardActor) queueDecided(d revision.Decided) {
 	sort.SliceStable(a.decided, func(i, j int) bool { return a.decided[i].Rev < a.decided[j].Rev })
 }
 
-// dropAborted drops an intent the log says was aborted.
+// dropAborted drops an aborted transaction's intent, if held.
 func (a *shardActor) dropAborted(txn uint64) {
 	if in, ok := a.intents[txn]; ok {
 		delete(a.intents, txn)
