@@ -54,7 +54,6 @@ const (
 	partHealDeadline = 15 * time.Second
 	// partPorcupineTimeout bounds the linearizability check.
 	partPorcupineTimeout = 30 * time.Second
-	partMaxReported      = 5 // problems reported per check; the rest are counted
 )
 
 // partOp is one operation of the workload: its linearizability-model input and output plus
@@ -505,35 +504,6 @@ func runPartOp(c *clientv3.Client, rng *rand.Rand, cl, member, n int, seen map[s
 	return op
 }
 
-// partReporter is where the checks report problems: the test, or a recorder in the checks'
-// own test.
-type partReporter interface {
-	Helper()
-	Errorf(format string, args ...any)
-}
-
-// partProblems reports the first partMaxReported problems of one check and counts the rest.
-type partProblems struct {
-	t     partReporter
-	check string
-	n     int
-}
-
-func (p *partProblems) add(format string, args ...any) {
-	p.t.Helper()
-	p.n++
-	if p.n <= partMaxReported {
-		p.t.Errorf("%s: %s", p.check, fmt.Sprintf(format, args...))
-	}
-}
-
-func (p *partProblems) done() {
-	p.t.Helper()
-	if p.n > partMaxReported {
-		p.t.Errorf("%s: %d problems in all, %d not shown", p.check, p.n, p.n-partMaxReported)
-	}
-}
-
 func partAt(ns int64) string { return fmt.Sprintf("t=%.2fs", float64(ns)/1e9) }
 
 // checkPartIsolation checks one member's time cut off and reports what it answered:
@@ -542,10 +512,10 @@ func partAt(ns int64) string { return fmt.Sprintf("t=%.2fs", float64(ns)/1e9) }
 //   - a write sent through another member after the cut was acknowledged within
 //     partMajorityAck of the cut;
 //   - if it was the leader, the others named a new leader.
-func checkPartIsolation(t partReporter, ep *partIsolation, history []*partOp, members []*harness.DockerMember, say func(string, ...any)) {
+func checkPartIsolation(t reporter, ep *partIsolation, history []*partOp, members []*harness.DockerMember, say func(string, ...any)) {
 	t.Helper()
 	name := members[ep.member].Name
-	p := &partProblems{t: t, check: fmt.Sprintf("%s cut off (%s to %s)", name, partAt(ep.start), partAt(ep.end))}
+	p := &problems{t: t, check: fmt.Sprintf("%s cut off (%s to %s)", name, partAt(ep.start), partAt(ep.end))}
 	errs := map[string]int{}
 	sent, failed := 0, 0
 	for _, op := range append(slices.Clone(history), ep.probes...) {
@@ -677,9 +647,9 @@ func checkPartLinearizable(t *testing.T, history []*partOp, say func(string, ...
 //   - revisions follow real time: an operation that started after a write was acknowledged
 //     reports a revision at least that write's, and above it if it is itself an
 //     acknowledged write.
-func checkPartRevisions(t partReporter, history []*partOp) {
+func checkPartRevisions(t reporter, history []*partOp) {
 	t.Helper()
-	p := &partProblems{t: t, check: "distinct acknowledged revisions"}
+	p := &problems{t: t, check: "distinct acknowledged revisions"}
 	byRev := map[int64]*partOp{}
 	var writes, done []*partOp
 	for _, op := range history {
@@ -698,7 +668,7 @@ func checkPartRevisions(t partReporter, history []*partOp) {
 	}
 	p.done()
 
-	p = &partProblems{t: t, check: "revisions follow real time"}
+	p = &problems{t: t, check: "revisions follow real time"}
 	sort.Slice(writes, func(i, j int) bool { return writes[i].ret < writes[j].ret })
 	sort.Slice(done, func(i, j int) bool { return done[i].call < done[j].call })
 	var newest *partOp // the acknowledged write with the highest revision returned so far
@@ -783,9 +753,9 @@ func readPartFinal(ctx context.Context, c *clientv3.Client) (map[string]partKV, 
 // checkPartDense checks that a member's revisions are dense: every revision from 2 (a new
 // store is at revision 1, its first write takes 2) to the last holds exactly one event, as
 // every write of the test touches one key.
-func checkPartDense(t partReporter, member string, log []partEvent) {
+func checkPartDense(t reporter, member string, log []partEvent) {
 	t.Helper()
-	p := &partProblems{t: t, check: member + ": dense revisions"}
+	p := &problems{t: t, check: member + ": dense revisions"}
 	want := int64(2)
 	for i, ev := range log {
 		switch {
@@ -809,7 +779,7 @@ func checkPartDense(t partReporter, member string, log []partEvent) {
 //     reported, which is not above the revision of its response;
 //   - every event of a test key comes from a write that was sent and may have happened, and
 //     no put happened twice (every value written is unique).
-func checkPartLog(t partReporter, member string, log []partEvent, history []*partOp) {
+func checkPartLog(t reporter, member string, log []partEvent, history []*partOp) {
 	t.Helper()
 	byRev := map[int64]partEvent{}
 	for _, ev := range log {
@@ -821,8 +791,8 @@ func checkPartLog(t partReporter, member string, log []partEvent, history []*par
 		}
 		return fmt.Sprintf("nothing at revision %d", rev)
 	}
-	acked := &partProblems{t: t, check: member + ": acknowledged writes at their revisions"}
-	reads := &partProblems{t: t, check: member + ": reads match the revision history"}
+	acked := &problems{t: t, check: member + ": acknowledged writes at their revisions"}
+	reads := &problems{t: t, check: member + ": reads match the revision history"}
 	byValue := map[string]*partOp{}
 	unknownDeletes := map[string]int{}
 	ackedDeletes := map[int64]string{}
@@ -851,7 +821,7 @@ func checkPartLog(t partReporter, member string, log []partEvent, history []*par
 	acked.done()
 	reads.done()
 
-	sent := &partProblems{t: t, check: member + ": events come from writes sent"}
+	sent := &problems{t: t, check: member + ": events come from writes sent"}
 	applied := map[string]int64{} // value -> revision it was put at
 	for _, ev := range log {
 		if !strings.HasPrefix(ev.key, partKeyPrefix) {
@@ -892,9 +862,9 @@ func checkPartLog(t partReporter, member string, log []partEvent, history []*par
 //     was a delete), or a write of unknown outcome came after it: the key holds such a
 //     write's value at a revision above W's, or is absent and a delete of unknown outcome
 //     was sent.
-func checkPartFinal(t partReporter, member string, final map[string]partKV, log []partEvent, history []*partOp) {
+func checkPartFinal(t reporter, member string, final map[string]partKV, log []partEvent, history []*partOp) {
 	t.Helper()
-	p := &partProblems{t: t, check: member + ": final values"}
+	p := &problems{t: t, check: member + ": final values"}
 	replayed := map[string]partKV{}
 	for _, ev := range log {
 		if !strings.HasPrefix(ev.key, partKeyPrefix) {
@@ -963,9 +933,9 @@ func checkPartFinal(t partReporter, member string, final map[string]partKV, log 
 
 // checkPartAgree checks that every member has the same revision history and final keys as
 // the first: replicas must converge.
-func checkPartAgree(t partReporter, names []string, logs [][]partEvent, finals []map[string]partKV) {
+func checkPartAgree(t reporter, names []string, logs [][]partEvent, finals []map[string]partKV) {
 	t.Helper()
-	p := &partProblems{t: t, check: "members agree"}
+	p := &problems{t: t, check: "members agree"}
 	for i := 1; i < len(names); i++ {
 		for j := range max(len(logs[0]), len(logs[i])) {
 			var x, y any = "nothing", "nothing"
@@ -992,7 +962,7 @@ func checkPartAgree(t partReporter, names []string, logs [][]partEvent, finals [
 	p.done()
 }
 
-// partRecorder is a partReporter that keeps the problems reported.
+// partRecorder is a reporter that keeps the problems reported.
 type partRecorder struct{ errs []string }
 
 func (r *partRecorder) Helper() {}
