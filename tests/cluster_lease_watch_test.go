@@ -251,11 +251,40 @@ func TestClusterRequireLeader(t *testing.T) {
 	if _, err := cli.Put(ctx, "rl/k", "v"); err != nil {
 		t.Fatal(err)
 	}
-	rlWatch := cli.Watch(clientv3.WithRequireLeader(ctx), "rl/", clientv3.WithPrefix())
 	plainCtx, plainCancel := context.WithCancel(ctx)
 	defer plainCancel()
 	plainWatch := cli.Watch(plainCtx, "rl/", clientv3.WithPrefix())
-	time.Sleep(500 * time.Millisecond)
+	// Both watches must be running before the quorum goes: a write shows it. A
+	// require-leader watch opened in a moment without a leader (an election under a
+	// loaded machine) is refused, as etcd refuses it, and is opened again.
+	var rlWatch clientv3.WatchChan
+	established := func(wc clientv3.WatchChan, key string) bool {
+		select {
+		case wr, ok := <-wc:
+			return ok && wr.Err() == nil && len(wr.Events) > 0 && string(wr.Events[0].Kv.Key) == key
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		rlCtx, rlCancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer rlCancel()
+		rlWatch = cli.Watch(rlCtx, "rl/", clientv3.WithPrefix())
+		key := fmt.Sprintf("rl/ready-%d", attempt)
+		if _, err := cli.Put(ctx, key, "v"); err != nil {
+			t.Fatal(err)
+		}
+		if !established(plainWatch, key) {
+			t.Fatalf("plain watch did not see %s", key)
+		}
+		if established(rlWatch, key) {
+			break
+		}
+		rlCancel()
+		if attempt == 5 {
+			t.Fatalf("the require-leader watch never started")
+		}
+	}
 
 	ms[0].Kill()
 	ms[1].Kill()
