@@ -47,8 +47,12 @@ type faultOp struct {
 	in             faultInput
 	out            faultOutput
 	call, ret      int64 // nanoseconds since the workload began; ret is MaxInt64 if unknown
-	err            error // non-nil: a write whose outcome is unknown (failed reads are dropped)
-	rev            int64 // acknowledged operations: the response header's revision
+	// err is non-nil for an operation that failed: a write whose outcome is unknown, or a
+	// read (this test drops failed reads; the partition test keeps them for its isolation
+	// check, and the checks here pass over them)
+	err      error
+	failedAt int64 // when it failed
+	rev      int64 // acknowledged operations: the response header's revision
 	// acknowledged operations that read (see faultOutput.values): each key's ModRevision,
 	// 0 for an absent key
 	modRevs []int64
@@ -183,19 +187,8 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		}
 		duration = d
 	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(faultSeedEnv); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("%s=%q: %v", faultSeedEnv, s, err)
-		}
-		seed = v
-	}
-	say := func(format string, args ...any) {
-		t.Helper()
-		t.Logf(format, args...)
-		fmt.Printf("cluster-faults: "+format+"\n", args...)
-	}
+	seed := seedFromEnv(t, faultSeedEnv)
+	say := progress(t, "cluster-faults")
 	say("seed %d (%s=%d to replay), workload %s", seed, faultSeedEnv, seed, duration)
 
 	testStart := time.Now()
@@ -266,11 +259,7 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 
 	f.run(rand.New(rand.NewPCG(seed, math.MaxUint64)), deadline)
 	wg.Wait()
-	drainStart := time.Now()
-	drained := watches.drain(t, 20*time.Second)
-	resumes, streamErrs := watches.resumes()
-	say("%d watchers drained to revision %d in %s; %d resumes on another member (%d after a stream error)",
-		len(watches.watchers), drained, time.Since(drainStart).Round(time.Millisecond), resumes, streamErrs)
+	resumes := watches.drainAndSay(t, say)
 
 	counts := map[string]int{}
 	unknown, transfers := 0, 0
@@ -317,28 +306,67 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		t.Fatalf("cluster not ready after a full restart: %v", err)
 	}
 	say("full restart of all members done: stopped (SIGTERM, one after the other) %s; all ready in %s", strings.Join(stops, ", "), time.Since(restartAt).Round(time.Millisecond))
-	logs := make([][]logEvent, len(members))
-	finals := make([]map[string]finalKV, len(members))
-	for i, m := range members {
-		var err error
-		if logs[i], err = readRevisionLog(ctx, m.Client()); err != nil {
-			t.Fatalf("%s: reading the revision history: %v", m.Name(), err)
-		}
-		if finals[i], err = readFinal(ctx, m.Client()); err != nil {
-			t.Fatalf("%s: reading the keys: %v", m.Name(), err)
-		}
-	}
 	names := make([]string, len(members))
+	clients := make([]*clientv3.Client, len(members))
 	for i, m := range members {
-		names[i] = m.Name()
-		checkDenseLog(t, m.Name(), logs[i], history)
-		checkLogMatchesHistory(t, m.Name(), logs[i], history)
-		checkFinal(t, m.Name(), finals[i], logs[i], history)
+		names[i], clients[i] = m.Name(), m.Client()
 	}
-	checkMembersAgree(t, names, logs, finals)
+	logs := checkMembersConverged(ctx, t, names, clients, history)
 	watches.check(t, logs[0], say)
 	f.checkRanges(ctx)
 	say("checked %d operations and %d events on %d members; test took %s", len(history), len(logs[0]), len(members), time.Since(testStart).Round(time.Millisecond))
+}
+
+// seedFromEnv returns the seed that the environment variable env sets, to replay a run, or a
+// new one.
+func seedFromEnv(t *testing.T, env string) uint64 {
+	t.Helper()
+	s := os.Getenv(env)
+	if s == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", env, s, err)
+	}
+	return v
+}
+
+// progress returns a function that logs to the test and prints at once on stdout, after
+// prefix, so that a long run shows how it goes.
+func progress(t *testing.T, prefix string) func(string, ...any) {
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf(format, args...)
+		fmt.Printf(prefix+": "+format+"\n", args...)
+	}
+}
+
+// checkMembersConverged reads every member's revision history and test keys through its
+// client (names[i] is the member of clients[i]; the reads are linearizable, so each member
+// has caught up first), checks each against the clients' history (checkDenseLog,
+// checkLogMatchesHistory, checkFinal) and checks that the members agree. It returns the
+// revision histories.
+func checkMembersConverged(ctx context.Context, t *testing.T, names []string, clients []*clientv3.Client, history []*faultOp) [][]logEvent {
+	t.Helper()
+	logs := make([][]logEvent, len(names))
+	finals := make([]map[string]finalKV, len(names))
+	for i, c := range clients {
+		var err error
+		if logs[i], err = readRevisionLog(ctx, c); err != nil {
+			t.Fatalf("%s: reading the revision history: %v", names[i], err)
+		}
+		if finals[i], err = readFinal(ctx, c); err != nil {
+			t.Fatalf("%s: reading the keys: %v", names[i], err)
+		}
+	}
+	for i, name := range names {
+		checkDenseLog(t, name, logs[i], history)
+		checkLogMatchesHistory(t, name, logs[i], history)
+		checkFinal(t, name, finals[i], logs[i], history)
+	}
+	checkMembersAgree(t, names, logs, finals)
+	return logs
 }
 
 // runFaultOp runs one random operation of TestClusterFaultsLinearizable's mix through
@@ -453,7 +481,7 @@ func execFaultOp(c *clientv3.Client, in faultInput, cl int, seen map[string]stri
 	}
 	op.ret = now()
 	if err != nil {
-		op.err, op.out, op.modRevs, op.ret = err, faultOutput{unknown: true}, nil, math.MaxInt64
+		op.err, op.out, op.modRevs, op.failedAt, op.ret = err, faultOutput{unknown: true}, nil, op.ret, math.MaxInt64
 		return op
 	}
 	for _, r := range op.reads() {
@@ -497,13 +525,18 @@ func (p *problems) done() {
 	}
 }
 
-// checkFaultLinearizable checks the clients' history with porcupine. On a violation it
-// saves a visualisation and names the pairs of keys whose own history is not linearizable.
+// checkFaultLinearizable checks the clients' history with porcupine: failed reads are left
+// out (they answered nothing and changed nothing), failed writes may or may not have
+// happened. On a violation it saves a visualisation and names the pairs of keys whose own
+// history is not linearizable.
 func checkFaultLinearizable(t *testing.T, history []*faultOp, say func(string, ...any)) {
 	t.Helper()
-	ops := make([]porcupine.Operation, len(history))
-	for i, op := range history {
-		ops[i] = porcupine.Operation{ClientId: op.client, Input: op.in, Output: op.out, Call: op.call, Return: op.ret}
+	var ops []porcupine.Operation
+	for _, op := range history {
+		if op.err != nil && !op.isWrite() {
+			continue
+		}
+		ops = append(ops, porcupine.Operation{ClientId: op.client, Input: op.in, Output: op.out, Call: op.call, Return: op.ret})
 	}
 	start := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(pairModel, ops, porcupineTimeout)
@@ -706,12 +739,17 @@ func checkClientRevisions(t reporter, history []*faultOp) {
 	p.done()
 }
 
+// describeOp describes an operation for the checks' reports. An operation of client -1 is
+// one of the partition test's own probes.
 func describeOp(op *faultOp) string {
 	in := op.in
 	var s string
 	switch in.op {
 	case "get", "getpair":
-		s = fmt.Sprintf("%s %s -> %q", in.op, strings.Join(in.keys, " "), op.out.values)
+		s = fmt.Sprintf("%s %s", in.op, strings.Join(in.keys, " "))
+		if op.err == nil {
+			s += fmt.Sprintf(" -> %q", op.out.values)
+		}
 	case "put":
 		s = fmt.Sprintf("put %s=%s", in.keys[0], in.values[0])
 	case "cas", "transfer":
@@ -727,10 +765,18 @@ func describeOp(op *faultOp) string {
 	case "delete":
 		s = fmt.Sprintf("delete %s (%v)", in.keys[0], op.out.ok)
 	}
-	if op.err != nil {
-		return fmt.Sprintf("%s of unknown outcome (%v) (client %d via m%d, sent at t=%.3fs)", s, op.err, op.client, op.member+1, float64(op.call)/1e9)
+	who := fmt.Sprintf("client %d via m%d", op.client, op.member+1)
+	if op.client < 0 {
+		who = fmt.Sprintf("the test's probe via m%d", op.member+1)
 	}
-	return fmt.Sprintf("%s at revision %d (client %d via m%d, t=%.3fs to %.3fs)", s, op.rev, op.client, op.member+1, float64(op.call)/1e9, float64(op.ret)/1e9)
+	if op.err != nil {
+		outcome := "of unknown outcome"
+		if !op.isWrite() {
+			outcome = "failed"
+		}
+		return fmt.Sprintf("%s %s (%v) (%s, sent at t=%.3fs)", s, outcome, op.err, who, float64(op.call)/1e9)
+	}
+	return fmt.Sprintf("%s at revision %d (%s, t=%.3fs to %.3fs)", s, op.rev, who, float64(op.call)/1e9, float64(op.ret)/1e9)
 }
 
 // checkLogMatchesHistory checks a member's revision history against what the clients did:

@@ -372,6 +372,18 @@ func (fw *faultWatches) closeClients() {
 	})
 }
 
+// drainAndSay drains the watchers after the workload (drain, within 20s), says how it went
+// and returns how many times they resumed on another member.
+func (fw *faultWatches) drainAndSay(t *testing.T, say func(string, ...any)) int {
+	t.Helper()
+	start := time.Now()
+	drained := fw.drain(t, 20*time.Second)
+	resumes, streamErrs := fw.resumes()
+	say("%d watchers drained to revision %d in %s; %d resumes on another member (%d after a stream error)",
+		len(fw.watchers), drained, time.Since(start).Round(time.Millisecond), resumes, streamErrs)
+	return resumes
+}
+
 // resumes counts the watchers' resumes.
 func (fw *faultWatches) resumes() (n, errs int) {
 	for _, w := range fw.watchers {

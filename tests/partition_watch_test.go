@@ -38,7 +38,7 @@ func startPartWatches(t *testing.T, cluster *harness.DockerCluster, ids []uint64
 		var err error
 		for _, m := range members {
 			var resp *clientv3.GetResponse
-			if resp, err = m.Client().Get(ctx, partKeyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+			if resp, err = m.Client().Get(ctx, faultKeyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
 				return resp.Header.Revision, nil
 			}
 		}
@@ -58,7 +58,7 @@ func startPartWatches(t *testing.T, cluster *harness.DockerCluster, ids []uint64
 	if err != nil {
 		t.Fatalf("reading the revision before the workload: %v", err)
 	}
-	all := prefixSpan(partKeyPrefix)
+	all := prefixSpan(faultKeyPrefix)
 	rng := func(i int) *rand.Rand { return rand.New(rand.NewPCG(seed, uint64(1000+i))) }
 	for i := range members {
 		fw.add(&faultWatcher{span: all, prevKV: true, start: r0 + 1}, i, rng(i))
@@ -67,13 +67,4 @@ func startPartWatches(t *testing.T, cluster *harness.DockerCluster, ids []uint64
 	fw.add(&faultWatcher{span: watchSpan{key: "\x00", end: "\x00"}, prevKV: true, start: 1, requireLeader: true},
 		(leader+1)%len(members), rng(len(members)+1))
 	return fw
-}
-
-// partLogEvents converts a member's revision history for replayWatchHistory.
-func partLogEvents(log []partEvent) []logEvent {
-	events := make([]logEvent, len(log))
-	for i, ev := range log {
-		events[i] = logEvent(ev)
-	}
-	return events
 }
