@@ -338,6 +338,7 @@ func (g *RaftGroup) Persisted(apply func([]*raftpb.Entry)) error {
 		}
 		md := rd.Snapshot.GetMetadata()
 		g.cs = md.GetConfState()
+		g.confApplied++ // a snapshot's configuration replaces the group's
 		g.confs = []confAt{{index: md.GetIndex(), cs: g.cs}}
 		g.applied = max(g.applied, md.GetIndex())
 		g.ownerApplied = max(g.ownerApplied, md.GetIndex())

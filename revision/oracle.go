@@ -55,6 +55,16 @@ func (v *View) RangeFor(key []byte) *raftcmdpb.RangeDesc {
 	return nil
 }
 
+// RangeByID returns the range with that id, nil if there is none.
+func (v *View) RangeByID(id uint64) *raftcmdpb.RangeDesc {
+	for _, r := range v.Ranges {
+		if r.Id == id {
+			return r
+		}
+	}
+	return nil
+}
+
 // Notify delivers decisions to the shard that owns a range; set by the node.
 type Notify func(rangeID uint64, ds []Decided)
 
@@ -81,6 +91,9 @@ type Config struct {
 	OnSplit func(*SplitResult)
 	// OnMembers is told of every change of the member list.
 	OnMembers func([]*raftcmdpb.Member)
+	// OnReplicas is told of every change of the ranges' replicas (the
+	// member list's first record fills them in, and set_replicas).
+	OnReplicas func()
 	// OnRestore is told that the replica installed a snapshot (the range
 	// table may have changed by any number of splits).
 	OnRestore func()
@@ -155,6 +168,14 @@ func (o *Oracle) TransferLeader(to uint64) { o.root.Send(o.pid, transferMsg{to: 
 func (o *Oracle) SetMembers(ctx context.Context, m *raftcmdpb.Membership) error {
 	reply := make(chan error, 1)
 	o.root.Send(o.pid, &membersMsg{m: m, reply: reply})
+	return awaitErr(ctx, reply)
+}
+
+// SetReplicas records the members that hold a range (its first replica is
+// where its lead belongs), once the range's group holds them.
+func (o *Oracle) SetReplicas(ctx context.Context, rangeID uint64, replicas []uint64, leadPinned bool) error {
+	reply := make(chan error, 1)
+	o.root.Send(o.pid, &replicasMsg{r: &raftcmdpb.SetReplicas{RangeId: rangeID, Replicas: replicas, LeadPinned: leadPinned}, reply: reply})
 	return awaitErr(ctx, reply)
 }
 
@@ -367,6 +388,10 @@ type membersMsg struct {
 	m     *raftcmdpb.Membership
 	reply chan error
 }
+type replicasMsg struct {
+	r     *raftcmdpb.SetReplicas
+	reply chan error
+}
 type confChangeMsg struct {
 	cc    *raftpb.ConfChangeV2
 	reply chan error
@@ -434,10 +459,12 @@ type oracleActor struct {
 
 	// cluster: the group has several voters, so leadership can move.
 	cluster bool
-	// memberers wait for membership changes.
-	memberers []chan error
-	lead      uint64
-	leader    bool
+	// memberers wait for membership changes, replicasers for replica
+	// changes.
+	memberers   []chan error
+	replicasers []chan error
+	lead        uint64
+	leader      bool
 	// reads waiting for ReadIndex; readQueue not yet asked for.
 	readQueue []chan fate
 	reads     []*readWait
@@ -495,6 +522,12 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 			break
 		}
 		a.memberers = append(a.memberers, m.reply)
+	case *replicasMsg:
+		if err := a.propose(&raftcmdpb.OracleCommand{Replicas: m.r}); err != nil {
+			m.reply <- err
+			break
+		}
+		a.replicasers = append(a.replicasers, m.reply)
 	case *fateMsg:
 		rev, known := a.state.Fate(m.txn)
 		m.reply <- fateLookup{rev: rev, known: known}
@@ -553,8 +586,11 @@ func (a *oracleActor) watchLeader() {
 		for _, ch := range a.memberers {
 			ch <- ErrNotLeader
 		}
+		for _, ch := range a.replicasers {
+			ch <- ErrNotLeader
+		}
 		a.group.FailConfChanges(ErrNotLeader)
-		a.leasers, a.compacters, a.splitters, a.memberers = nil, nil, nil, nil
+		a.leasers, a.compacters, a.splitters, a.memberers, a.replicasers = nil, nil, nil, nil, nil
 		a.proposing = false
 	}
 	a.publish()
@@ -921,6 +957,13 @@ func (a *oracleActor) deliver(fx Effects) {
 			a.compacters = a.compacters[1:]
 			m.reply <- fx.CompactErr
 		}
+	}
+	if fx.replicasDone && len(a.replicasers) > 0 {
+		a.replicasers[0] <- fx.ReplicasErr
+		a.replicasers = a.replicasers[1:]
+	}
+	if (fx.Replicas || fx.Membership) && a.cfg.OnReplicas != nil {
+		a.cfg.OnReplicas()
 	}
 	if fx.Membership {
 		if a.cfg.OnMembers != nil {

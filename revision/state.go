@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 )
@@ -47,6 +48,11 @@ type Effects struct {
 	SplitErr      error
 	// Membership is set when the member list changed.
 	Membership bool
+	// Replicas is set when a range's replicas changed (ReplicasErr when a
+	// set_replicas command named no range).
+	Replicas     bool
+	ReplicasErr  error
+	replicasDone bool
 
 	// LeaseIDs are the leases granted, revoked or checkpointed.
 	LeaseIDs []int64
@@ -182,6 +188,12 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 			s.pb.ClusterId = m.ClusterId
 		}
 		fx.Membership = true
+		s.fillReplicas()
+	}
+	if r := cmd.Replicas; r != nil {
+		fx.ReplicasErr = s.setReplicas(r)
+		fx.Replicas = fx.ReplicasErr == nil
+		fx.replicasDone = true
 	}
 	if g := cmd.Grant; g != nil {
 		if _, ok := s.pb.Leases[g.Id]; ok {
@@ -243,8 +255,9 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		if bytes.Compare(sp.Key, r.Start) <= 0 || (len(r.End) > 0 && bytes.Compare(sp.Key, r.End) >= 0) {
 			return nil, ErrBadSplit
 		}
-		right := &raftcmdpb.RangeDesc{Id: s.pb.NextRangeId, Start: bytes.Clone(sp.Key), End: r.End}
-		left := &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: bytes.Clone(sp.Key)}
+		// Both sides stay on the replicas of the range they came from.
+		right := &raftcmdpb.RangeDesc{Id: s.pb.NextRangeId, Start: bytes.Clone(sp.Key), End: r.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned}
+		left := &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: bytes.Clone(sp.Key), Replicas: r.Replicas, LeadPinned: r.LeadPinned}
 		s.pb.NextRangeId++
 		s.pb.Ranges[i] = left
 		s.pb.Ranges = append(s.pb.Ranges, nil)
@@ -254,6 +267,38 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id], Members: s.pb.Members}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownRange, sp.RangeId)
+}
+
+// fillReplicas gives every range that has none recorded the voting
+// members as its replicas: until the first member list, every member holds
+// every range (see raftcmdpb.RangeDesc).
+func (s *State) fillReplicas() {
+	var voters []uint64
+	for _, m := range s.pb.Members {
+		if !m.Learner {
+			voters = append(voters, m.Id)
+		}
+	}
+	if len(voters) == 0 {
+		return
+	}
+	for i, r := range s.pb.Ranges {
+		if len(r.Replicas) == 0 {
+			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: r.End, Replicas: slices.Clone(voters)}
+		}
+	}
+}
+
+// setReplicas records a range's replicas. Descriptors are replaced, not
+// modified: published views share them.
+func (s *State) setReplicas(r *raftcmdpb.SetReplicas) error {
+	for i, d := range s.pb.Ranges {
+		if d.Id == r.RangeId {
+			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: d.Id, Start: d.Start, End: d.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w %d", ErrUnknownRange, r.RangeId)
 }
 
 // Prune forgets the fate of transactions that every involved shard has

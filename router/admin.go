@@ -40,8 +40,9 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 	if len(req.Key) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "split key must not be empty")
 	}
-	// In a cluster the primary splits (its replicas drain the range).
-	if conn, err := s.r.primary(ctx); err != nil || conn != nil {
+	// In a cluster the left range's leader splits (its replica drains the
+	// range): the request goes there, once.
+	if conn, err := s.r.node.splitter(ctx, req.Key); err != nil || conn != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -65,10 +66,10 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 	return &adminpb.SplitRangeResponse{Left: left, Right: right}, nil
 }
 
-// TransferLeader hands a range's lead to another member's replica. In a
-// cluster the ranges follow the oracle's leader (it runs the writes), so
-// range 0, the oracle, is what moves them all; a single range's lead would
-// be pulled back at once.
+// TransferLeader hands a range's lead to another member's replica. Range 0
+// is the oracle: its leader runs the writes, and the ranges it holds follow
+// it. Another range's lead is pinned on the member it is given to (see
+// placement.go), on the primary.
 func (s *adminServer) TransferLeader(ctx context.Context, req *adminpb.TransferLeaderRequest) (*adminpb.TransferLeaderResponse, error) {
 	if !s.r.node.cluster {
 		if req.To != s.r.node.oracle.View().MemberID {
@@ -77,14 +78,45 @@ func (s *adminServer) TransferLeader(ctx context.Context, req *adminpb.TransferL
 		return &adminpb.TransferLeaderResponse{Leader: req.To}, nil
 	}
 	if req.RangeId != 0 {
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"range %d follows the oracle's leader (the member that runs the writes); transfer range 0 to move every range's lead", req.RangeId)
+		if conn, err := s.r.primary(ctx); err != nil || conn != nil {
+			if err != nil {
+				return nil, err
+			}
+			return adminpb.NewAdminClient(conn).TransferLeader(outgoing(ctx), req)
+		}
+		lead, err := s.r.node.PinRangeLead(ctx, req.RangeId, req.To)
+		if err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return &adminpb.TransferLeaderResponse{Leader: lead}, nil
 	}
 	lead, err := s.r.node.moveOracleLead(ctx, req.To)
 	if err != nil {
 		return nil, err
 	}
 	return &adminpb.TransferLeaderResponse{Leader: lead}, nil
+}
+
+// MoveReplica moves one replica of a range, on the primary.
+func (s *adminServer) MoveReplica(ctx context.Context, req *adminpb.MoveReplicaRequest) (*adminpb.MoveReplicaResponse, error) {
+	if !s.r.node.cluster {
+		return nil, status.Error(codes.FailedPrecondition, errSingleNode.Error())
+	}
+	if conn, err := s.r.primary(ctx); err != nil || conn != nil {
+		if err != nil {
+			return nil, err
+		}
+		return adminpb.NewAdminClient(conn).MoveReplica(outgoing(ctx), req)
+	}
+	d, err := s.r.node.MoveReplica(ctx, req.RangeId, req.From, req.To)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	info, err := s.r.node.rangeInfo(d)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &adminpb.MoveReplicaResponse{Range: info}, nil
 }
 
 // ListNodes lists the members with the ranges they hold and lead.
@@ -95,17 +127,22 @@ func (s *adminServer) ListNodes(ctx context.Context, _ *adminpb.ListNodesRequest
 	if s.r.node.cluster {
 		members = s.r.memberList(ctx, self)
 	}
-	leaders := map[uint64]uint32{}
+	leaders, held := map[uint64]uint32{}, map[uint64]uint32{}
 	for _, d := range v.Ranges {
 		if sh := s.r.node.shard(d.Id); sh != nil {
 			leaders[s.r.node.leaderOf(sh)]++
+		} else {
+			leaders[s.r.node.rangeLead(d)]++
+		}
+		for _, id := range s.r.node.replicasOf(d) {
+			held[id]++
 		}
 	}
 	resp := &adminpb.ListNodesResponse{}
 	for _, m := range members {
 		resp.Nodes = append(resp.Nodes, &adminpb.NodeInfo{
 			Id: m.ID, Name: m.Name, PeerUrls: m.PeerURLs, ClientUrls: m.ClientURLs,
-			Ranges:       uint32(len(v.Ranges)), // every member holds every range
+			Ranges:       held[m.ID],
 			Leaders:      leaders[m.ID],
 			OracleLeader: s.r.leaderID(v) == m.ID,
 		})
@@ -121,10 +158,13 @@ func (n *Node) leaderOf(s *shard.Shard) uint64 {
 	return s.Lead()
 }
 
-// replicas are the member ids holding a range.
-func (n *Node) replicas() []uint64 {
-	if !n.cluster {
+// replicasOf are the member ids holding a range.
+func (n *Node) replicasOf(d *raftcmdpb.RangeDesc) []uint64 {
+	switch {
+	case !n.cluster:
 		return []uint64{n.oracle.View().MemberID}
+	case len(d.Replicas) > 0:
+		return d.Replicas
 	}
 	return n.peers
 }
@@ -162,11 +202,13 @@ func (n *Node) moveOracleLead(ctx context.Context, to uint64) (uint64, error) {
 
 // rangeInfo describes one range as this node sees it.
 func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc) (*adminpb.RangeInfo, error) {
-	info := &adminpb.RangeInfo{Id: d.Id, Start: d.Start, End: d.End, Replicas: n.replicas()}
+	info := &adminpb.RangeInfo{Id: d.Id, Start: d.Start, End: d.End, Replicas: n.replicasOf(d)}
 	if s := n.shard(d.Id); s != nil {
 		info.AppliedIndex = s.AppliedIndex()
 		info.AppliedRevision = s.AppliedRev()
 		info.Leader = n.leaderOf(s)
+	} else {
+		info.Leader = n.rangeLead(d)
 	}
 	err := n.store.View(func(r *mvcc.Reader) error {
 		var err error

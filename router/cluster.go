@@ -13,10 +13,10 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/actors"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/proto/rangepb"
 	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
@@ -68,11 +68,15 @@ func (n *Node) joinCluster(c NodeConfig) error {
 }
 
 // step hands a message from another node to its group's replica here; a
-// message for a group this node does not run (yet) is dropped, and Raft
-// sends it again.
+// message for a range this node runs no replica of is dropped (Raft sends
+// it again) and has one started: its group is adding this node.
 func (n *Node) step(group uint64, m *raftpb.Message) {
 	if r := n.replicaOf(group); r != nil {
 		r.Step(m)
+		return
+	}
+	if group != revision.GroupID {
+		n.adopt(group)
 	}
 }
 
@@ -109,6 +113,7 @@ func (n *Node) sender(group uint64) func([]*raftpb.Message) {
 func (n *Node) RegisterPeer(s *grpc.Server) {
 	if n.transport != nil {
 		n.transport.Register(s)
+		rangepb.RegisterRangesServer(s, &rangeServer{n: n})
 	}
 }
 
@@ -124,6 +129,7 @@ func (n *Node) tickLoop() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	ticks := 0
 	for {
 		select {
 		case <-n.tickStop:
@@ -132,12 +138,18 @@ func (n *Node) tickLoop() {
 		}
 		if n.cluster {
 			n.oracle.Tick()
+			if ticks++; ticks%collectEvery == 0 {
+				go n.collectReplicas()
+			}
 		}
 		for _, s := range n.allShards() {
 			s.Tick()
 		}
 	}
 }
+
+// collectEvery: replicas no longer held are looked for every this many ticks.
+const collectEvery = 50
 
 // Cluster reports whether the node is one member of several.
 func (n *Node) Cluster() bool { return n.cluster }
@@ -162,8 +174,12 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	if n.splitting.CompareAndSwap(res.Left.Id, 0) {
 		n.authoritative[res.Right.Id] = true
 	}
+	started := n.started.Load()
+	if n.cluster && started {
+		n.pendingSplit[res.Right.Id] = true
+	}
 	n.startMu.Unlock()
-	if !n.cluster || !n.started.Load() {
+	if !n.cluster || !started {
 		return // single node: Split does it; at start: OpenNode does it
 	}
 	left := n.shard(res.Left.Id)
@@ -171,10 +187,18 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 		left.Unfreeze(res.Left)
 	}
 	go func() {
+		defer func() {
+			n.startMu.Lock()
+			delete(n.pendingSplit, res.Right.Id)
+			n.startMu.Unlock()
+		}()
 		if left != nil {
 			if err := left.WaitApplied(context.Background(), res.StartRev); err != nil {
 				return
 			}
+		}
+		if !n.holds(res.Right) {
+			return // both sides live on the left side's replicas
 		}
 		if _, err := n.startShard(res.Right); err != nil {
 			n.lg.Error("starting a split's new range failed", zap.Uint64("range", res.Right.Id), zap.Error(err))
@@ -203,9 +227,13 @@ func (n *Node) waitShard(ctx context.Context, id uint64) error {
 // that split it (the left range's leader, drained). They start its group
 // with the voters of that moment. Every other replica starts empty (join)
 // and is sent a snapshot by the range's leader.
-func (n *Node) groupPeers(id uint64) (peers []uint64, join bool) {
+func (n *Node) groupPeers(d *raftcmdpb.RangeDesc) (peers []uint64, join bool) {
+	id := d.Id
 	if !n.cluster {
 		return nil, false
+	}
+	if n.authoritative[id] && len(d.Replicas) > 0 {
+		return d.Replicas, false
 	}
 	if n.authoritative[id] {
 		for _, m := range n.splitMembers[id] {
@@ -385,30 +413,6 @@ func rememberJoin(store *mvcc.Store, join *bool) error {
 	})
 }
 
-// addLearners adds the cluster's learners to a split's new range, whose
-// group started with the voters only.
-func (n *Node) addLearners(ctx context.Context, res *revision.SplitResult) error {
-	s := n.shard(res.Right.Id)
-	for _, m := range res.Members {
-		if !m.Learner || s == nil {
-			continue
-		}
-		cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddLearnerNode.Enum(), NodeId: proto.Uint64(m.Id)}}}
-		deadline := time.Now().Add(leaderWait)
-		for {
-			err := s.ConfChange(ctx, cc)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("adding learner %x to range %d: %w", m.Id, res.Right.Id, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
 // reconcile brings the shards in line with the range table after the
 // oracle installed a snapshot: ranges made by splits it skipped start here
 // (empty, to be sent their snapshots), and running ones take their spans.
@@ -418,6 +422,9 @@ func (n *Node) reconcile() {
 			if cur := s.Desc(); string(cur.Start) != string(d.Start) || string(cur.End) != string(d.End) {
 				s.Unfreeze(d)
 			}
+			continue
+		}
+		if !n.holds(d) {
 			continue
 		}
 		if _, err := n.startShard(d); err != nil {

@@ -64,7 +64,7 @@ func (r *Router) primary(ctx context.Context) (*grpc.ClientConn, error) {
 			return nil, rpctypes.ErrGRPCNotLeader
 		}
 		if v.Lead != 0 {
-			conn, err := r.fwd.conn(r.node, v.Lead)
+			conn, err := r.node.peerConn(v.Lead)
 			if err != nil || conn.GetState() != connectivity.TransientFailure {
 				return conn, err
 			}

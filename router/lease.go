@@ -186,11 +186,7 @@ func (r *Router) LeaseTimeToLive(ctx context.Context, req *pb.LeaseTimeToLiveReq
 	if req.Keys {
 		resp.Keys = [][]byte{}
 		for _, d := range v.Ranges {
-			s := r.node.shard(d.Id)
-			if s == nil {
-				continue
-			}
-			keys, err := s.LeaseKeys(ctx, req.ID)
+			keys, err := r.node.leaseKeys(ctx, d, req.ID)
 			if err != nil {
 				return nil, toGRPC(err)
 			}
@@ -221,9 +217,10 @@ func (r *Router) revokeOnce(ctx context.Context, id int64) (int64, error) {
 	// Latch the lease and its keys on every range, in key order.
 	var keys [][]byte
 	for _, d := range view.Ranges {
-		sw := &shardWork{desc: d, s: r.node.shard(d.Id), latch: &shard.LatchRequest{Txn: w.txn, Revoke: id}}
-		if sw.s == nil {
-			return 0, errRetry
+		sw := &shardWork{desc: d, latch: &shard.LatchRequest{Txn: w.txn, Revoke: id}}
+		var err error
+		if sw.s, err = r.node.rangeConnFor(d); err != nil {
+			return 0, err
 		}
 		w.shards = append(w.shards, sw)
 		res, err := sw.s.Latch(ctx, sw.latch)

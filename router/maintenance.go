@@ -133,7 +133,7 @@ func (r *Router) memberList(ctx context.Context, self *pb.Member) []*pb.Member {
 // memberInfo asks a member for its own entry (name, client URLs), or
 // returns the last one heard.
 func (r *Router) memberInfo(ctx context.Context, id uint64) (*pb.Member, bool) {
-	conn, err := r.fwd.conn(r.node, id)
+	conn, err := r.node.peerConn(id)
 	if err == nil {
 		cctx, cancel := context.WithTimeout(outgoing(ctx), 500*time.Millisecond)
 		resp, err := pb.NewClusterClient(conn).MemberList(cctx, &pb.MemberListRequest{})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -24,16 +25,19 @@ import (
 )
 
 // Membership changes, run on the primary, one at a time. Every member holds
-// a replica of every group (the oracle's and every range's), so a change is
-// made in the member list (the oracle's state) and in every group:
+// a replica of the oracle's group; ranges are held by the members the range
+// table lists (placement.go), which the rebalancer spreads over the voting
+// members (move.go). So:
 //
 //   - add: the member is listed first (so every transport reaches it), then
-//     added to each group, as a voter or a learner; it starts empty and is
-//     sent each group's log by the group's leader;
-//   - promote: a learner that has caught up in every group becomes a voter
-//     in each, then in the list;
-//   - remove: the member leaves every group, then the list; a removed
-//     member stops (Node.Removed);
+//     added to the oracle's group, as a voter or a learner; it starts empty
+//     and is sent the oracle's log; once a voter, the rebalancer gives it
+//     ranges;
+//   - promote: a learner that has caught up with the oracle becomes a voter
+//     of its group, then in the list;
+//   - remove: the member's range replicas move to other members (or just
+//     go, where no other member can take them), then it leaves the
+//     oracle's group and the list; a removed member stops (Node.Removed);
 //   - update: the list gets the member's new peer URLs.
 //
 // A change that fails part way leaves the groups it reached changed; the
@@ -76,7 +80,7 @@ func (n *Node) AddMember(ctx context.Context, peerURLs []string, learner bool, t
 	if learner {
 		typ = raftpb.ConfChangeAddLearnerNode
 	}
-	if err := n.changeEveryGroup(ctx, typ, m.Id); err != nil {
+	if err := n.changeOracleGroup(ctx, typ, m.Id); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -101,6 +105,9 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	if id == n.nodeID {
 		return errRemoveSelf
 	}
+	if err := n.evacuate(ctx, id); err != nil {
+		return fmt.Errorf("moving member %x's replicas away: %w", id, err)
+	}
 	if listed {
 		var list []*raftcmdpb.Member
 		for _, m := range cloneMembers(v.Members) {
@@ -113,19 +120,21 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		}
 		n.awaitReplica(ctx, id, 3*time.Second)
 	}
-	return n.changeEveryGroup(ctx, raftpb.ConfChangeRemoveNode, id)
+	return n.changeOracleGroup(ctx, raftpb.ConfChangeRemoveNode, id)
 }
 
-// inSomeGroup reports whether a member still holds a replica here.
+// inSomeGroup reports whether a member still holds a replica of a range
+// (as the table says) or of the oracle's group (as its leader, this
+// member, tracks it).
 func (n *Node) inSomeGroup(id uint64) bool {
-	for _, s := range n.allShards() {
-		for _, v := range s.Voters() {
-			if v == id {
-				return true
-			}
+	for _, d := range n.oracle.View().Ranges {
+		if slices.Contains(d.Replicas, id) {
+			return true
 		}
 	}
-	return false
+	match, _, err := n.oracle.Progress(context.Background())
+	_, tracked := match[id]
+	return err == nil && tracked
 }
 
 // errRemoveSelf: the primary must hand over before it is removed.
@@ -149,7 +158,7 @@ func (n *Node) PromoteMember(ctx context.Context, id uint64) error {
 	if err := n.learnerCaughtUp(ctx, id); err != nil {
 		return err
 	}
-	if err := n.changeEveryGroup(ctx, raftpb.ConfChangeAddNode, id); err != nil {
+	if err := n.changeOracleGroup(ctx, raftpb.ConfChangeAddNode, id); err != nil {
 		return err
 	}
 	list := cloneMembers(v.Members)
@@ -199,43 +208,15 @@ func (n *Node) learnerCaughtUp(ctx context.Context, id uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := check(match, last); err != nil {
-		return err
-	}
-	for _, s := range n.allShards() {
-		match, last, err := s.Progress(ctx)
-		if err != nil {
-			return err
-		}
-		if err := check(match, last); err != nil {
-			return err
-		}
-	}
-	return nil
+	return check(match, last)
 }
 
-// changeEveryGroup makes one conf change in the oracle's group and every
-// range's, waiting for each to apply on its leader here (a range whose
-// lead is moving here is retried).
-func (n *Node) changeEveryGroup(ctx context.Context, typ raftpb.ConfChangeType, id uint64) error {
-	cc := func() *raftpb.ConfChangeV2 {
-		return &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}}}
-	}
-	if err := n.oracle.ConfChange(ctx, cc()); err != nil {
+// changeOracleGroup makes one conf change in the oracle's group, waiting
+// for it to apply here (on its leader).
+func (n *Node) changeOracleGroup(ctx context.Context, typ raftpb.ConfChangeType, id uint64) error {
+	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}}}
+	if err := n.oracle.ConfChange(ctx, cc); err != nil {
 		return fmt.Errorf("changing the oracle's replicas: %w", toGRPC(err))
-	}
-	for _, s := range n.allShards() {
-		deadline := time.Now().Add(leaderWait)
-		for {
-			err := s.ConfChange(ctx, cc())
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("changing range %d's replicas: %w", s.ID(), toGRPC(err))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
 	}
 	return nil
 }

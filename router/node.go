@@ -52,6 +52,9 @@ type NodeConfig struct {
 	// --initial-cluster-state existing); its groups start empty and get
 	// their logs from the leaders.
 	Join bool
+	// ReplicationFactor: in a cluster, how many members hold each range
+	// (default 3; every voting member when there are fewer).
+	ReplicationFactor int
 	// CatchUpEntries: in a cluster, a truncated range log keeps this many
 	// entries below its applied index (default 1000), so that a replica a
 	// little behind catches up without a snapshot.
@@ -89,6 +92,10 @@ type Node struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	lastCkpt *checkpoint
+	// covered: each replica's applied revision at the last checkpoint
+	// (durable), for other members (see clusterCovered).
+	coveredMu sync.Mutex
+	covered   map[uint64]int64
 
 	// cluster: several members; every group has them all as voters.
 	cluster   bool
@@ -115,15 +122,25 @@ type Node struct {
 	authoritative map[uint64]bool
 	splitting     atomic.Uint64
 
-	joining   bool
-	changeMu  sync.Mutex // one membership change at a time
-	removed   chan struct{}
-	removedMu sync.Once
+	joining  bool
+	changeMu sync.Mutex // one membership change (or replica move) at a time
+	// conns reach other members' peer listeners; hints remember who leads
+	// ranges led elsewhere (placement.go).
+	conns forwarder
+	hints leadHints
+	// pendingSplit: ranges made by a split whose replica here waits for the
+	// left side (onSplit); startTimes: when each replica here started.
+	pendingSplit map[uint64]bool
+	startTimes   map[uint64]time.Time
+	removed      chan struct{}
+	removedMu    sync.Once
 }
 
 const singleNodeID = 1 // single node: every group has this one voter
 
 const defaultCatchUpEntries = 1000
+
+const defaultReplicationFactor = 3
 
 // errRangeLeadNotHere: a split asked of the primary before the range's lead
 // reached it (just after a leader change); asking again shortly succeeds.
@@ -133,6 +150,9 @@ var errRangeLeadNotHere = errors.New("the range's lead has not reached this memb
 func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	if c.CatchUpEntries == 0 {
 		c.CatchUpEntries = defaultCatchUpEntries
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = defaultReplicationFactor
 	}
 	if err := checkDataDir(c.DataDir); err != nil {
 		return nil, err
@@ -154,7 +174,8 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	}))
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
 		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{},
-		splitMembers: map[uint64][]*raftcmdpb.Member{}, authoritative: map[uint64]bool{}, removed: make(chan struct{})}
+		splitMembers: map[uint64][]*raftcmdpb.Member{}, authoritative: map[uint64]bool{}, removed: make(chan struct{}),
+		pendingSplit: map[uint64]bool{}, startTimes: map[uint64]time.Time{}}
 	if len(c.Members) > 1 {
 		// A member keeps the ids it was created with.
 		st, _, err := (&revision.Persister{Store: store}).Load()
@@ -184,6 +205,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		Send:           n.sender(revision.GroupID),
 		OnSplit:        n.onSplit,
 		OnMembers:      n.onMembers,
+		OnReplicas:     func() { go n.syncReplicas() },
 		OnRestore:      func() { go n.reconcile() },
 		CatchUpEntries: c.CatchUpEntries,
 		Cluster:        n.cluster,
@@ -199,6 +221,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("waiting for the revision oracle: %w", err)
 	}
 	for _, d := range n.oracle.View().Ranges {
+		if !n.holds(d) {
+			continue
+		}
 		if _, err := n.startShard(d); err != nil {
 			n.Close()
 			return nil, err
@@ -218,6 +243,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	go n.tickLoop()
 	if n.cluster && !n.joining {
 		go n.recordMembers(n.tickStop)
+	}
+	if n.cluster {
+		go n.rebalanceLoop(n.tickStop)
 	}
 	n.stop, n.stopped = make(chan struct{}), make(chan struct{})
 	every := c.CheckpointInterval
@@ -288,17 +316,17 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	if !ok {
 		startRev = n.oracle.View().LastRev[d.Id]
 	}
-	peers, join := n.groupPeers(d.Id)
+	peers, join := n.groupPeers(d)
 	if join {
 		startRev = 0 // it holds nothing until its snapshot
 	}
 	s, err := shard.Start(n.sys, shard.Config{
-		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: n.oracle, Logger: n.lg,
+		Desc: d, NodeID: n.nodeID, Logs: n.logs, Store: n.store, Oracle: resolver{n}, Logger: n.lg,
 		StartRev:       startRev,
 		OnApplied:      n.signalApplied,
 		Peers:          peers,
 		Send:           n.sender(d.Id),
-		PreferLeader:   func() bool { return n.oracle.View().Leader },
+		PreferLeader:   func() bool { return n.preferLead(d.Id) },
 		Cluster:        n.cluster,
 		Join:           join,
 		SnapDir:        filepath.Join(n.cfg.DataDir, "snap"),
@@ -313,6 +341,7 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	n.mu.Lock()
 	n.shards[d.Id] = s
 	n.mu.Unlock()
+	n.startTimes[d.Id] = time.Now()
 	if ds := n.early[d.Id]; len(ds) > 0 {
 		s.Deliver(ds)
 	}
@@ -381,10 +410,10 @@ func (n *Node) allShards() []*shard.Shard {
 // range's shard starts, and the old one resumes with its smaller span.
 // Requests that reached the old shard for the moved span are answered
 // ErrRangeMoved and retried by the router.
+//
+// In a cluster the left range's leader splits (see groupPeers): the range
+// table changes on the oracle's leader, wherever it is.
 func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, error) {
-	if n.cluster && !n.oracle.View().Leader {
-		return nil, fmt.Errorf("this member does not lead the cluster; split on the leader (etcdctl endpoint status shows it)")
-	}
 	n.splitMu.Lock()
 	defer n.splitMu.Unlock()
 	d := n.oracle.View().RangeFor(key)
@@ -415,18 +444,25 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 		return nil, fmt.Errorf("draining range %d: %w", d.Id, err)
 	}
 	n.splitting.Store(d.Id)
+	if n.cluster {
+		err := n.splitOnPrimary(context.Background(), d.Id, key)
+		if err == nil {
+			// onSplit (as this member's oracle replica applies the split)
+			// starts the new range's replica here as on every replica.
+			var res *revision.SplitResult
+			if res, err = n.awaitSplit(ctx, d.Id, key); err == nil {
+				return res, n.waitShard(ctx, res.Right.Id)
+			}
+		}
+		n.splitting.Store(0)
+		s.Unfreeze(nil)
+		return nil, err
+	}
 	res, err := n.oracle.Split(context.Background(), d.Id, key)
 	n.splitting.Store(0)
 	if err != nil {
 		s.Unfreeze(nil)
 		return nil, err
-	}
-	if n.cluster {
-		// onSplit starts the new range's replica here as on every member.
-		if err := n.waitShard(ctx, res.Right.Id); err != nil {
-			return nil, err
-		}
-		return res, n.addLearners(ctx, res)
 	}
 	right, err := n.startShard(res.Right)
 	if err != nil {
@@ -438,6 +474,22 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 		return nil, err
 	}
 	return res, nil
+}
+
+// awaitSplit waits until this member's oracle replica has applied the split
+// of range id at key, and returns its two sides.
+func (n *Node) awaitSplit(ctx context.Context, id uint64, key []byte) (*revision.SplitResult, error) {
+	for {
+		v := n.oracle.View()
+		if left, right := v.RangeByID(id), v.RangeFor(key); left != nil && right != nil && right.Id != id && string(right.Start) == string(key) {
+			return &revision.SplitResult{Left: left, Right: right}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // Close stops the actors and closes the stores.
@@ -453,6 +505,7 @@ func (n *Node) Close() {
 	if n.transport != nil {
 		n.transport.Close()
 	}
+	n.conns.close()
 	for _, s := range n.allShards() {
 		s.Stop()
 	}

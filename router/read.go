@@ -246,14 +246,57 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 // readPart reads one range's part of a Range at rev, once the range has
 // applied everything the oracle had assigned to it in view.
 func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.Span, req *pb.RangeRequest, rev int64, view *revision.View) (kvrules.RangePart, error) {
-	if err := r.waitApplied(ctx, d, rev, view); err != nil {
-		return kvrules.RangePart{}, err
-	}
-	return r.readSpan(d, sp, rev, mvcc.ReadOptions{
+	o := mvcc.ReadOptions{
 		Limit:     kvrules.ShardFetchLimit(req),
 		KeysOnly:  !kvrules.ShardNeedsValues(req),
 		CountOnly: req.CountOnly,
-	})
+	}
+	for {
+		// The table may move the range's replica away from here meanwhile.
+		if cur := r.node.oracle.View().RangeByID(d.Id); r.node.remote(d) || (cur != nil && r.node.remote(cur)) {
+			part, err := r.node.readRemote(ctx, d, sp, rev, min(view.LastRev[d.Id], rev), o)
+			if errors.Is(err, errRetry) {
+				return r.readResplit(ctx, sp, req, rev)
+			}
+			return part, mapStoreErr(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, behindWait)
+		err := r.waitApplied(wctx, d, rev, view)
+		cancel()
+		switch {
+		case err == nil:
+			return r.readSpan(d, sp, rev, o)
+		case ctx.Err() != nil:
+			return kvrules.RangePart{}, toGRPC(ctx.Err())
+		case wctx.Err() == nil:
+			return kvrules.RangePart{}, err
+		}
+	}
+}
+
+// readResplit reads a span whose range split since the view was taken:
+// part by part, over the ranges of a newer view, concatenated.
+func (r *Router) readResplit(ctx context.Context, sp shard.Span, req *pb.RangeRequest, rev int64) (kvrules.RangePart, error) {
+	select {
+	case <-ctx.Done():
+		return kvrules.RangePart{}, toGRPC(ctx.Err())
+	case <-time.After(10 * time.Millisecond):
+	}
+	view := r.node.oracle.View()
+	var out kvrules.RangePart
+	for _, d := range view.Ranges {
+		sub, ok := clip(sp.Key, sp.End, d)
+		if !ok {
+			continue
+		}
+		part, err := r.readPart(ctx, d, sub, req, rev, view)
+		if err != nil {
+			return out, err
+		}
+		out.KVs = append(out.KVs, part.KVs...)
+		out.Count += part.Count
+	}
+	return out, nil
 }
 
 // waitApplied waits until range d has applied everything the oracle had
@@ -289,6 +332,18 @@ func (r *Router) readSpan(d *raftcmdpb.RangeDesc, sp shard.Span, rev int64, o mv
 		return part, mapStoreErr(err)
 	}
 	return part, nil
+}
+
+// leaseKeys lists range d's keys attached to a lease, from its replica
+// here or on another member.
+func (n *Node) leaseKeys(ctx context.Context, d *raftcmdpb.RangeDesc, lease int64) ([][]byte, error) {
+	if n.remote(d) {
+		return n.leaseKeysRemote(ctx, d, lease)
+	}
+	if s := n.shard(d.Id); s != nil {
+		return s.LeaseKeys(ctx, lease)
+	}
+	return nil, nil // starting here: it holds nothing yet
 }
 
 func mapStoreErr(err error) error {

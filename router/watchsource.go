@@ -2,6 +2,9 @@ package router
 
 import (
 	"context"
+	"errors"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
@@ -21,12 +24,17 @@ type WatchSource struct{ n *Node }
 // have applied all of theirs, so every write at or below the result is in
 // the store.
 //
-// A range of the view with no replica here yet holds nothing visible: the
-// watch waits for it (see Router.waitApplied).
+// A range of the view this member holds but runs no replica of yet holds
+// nothing visible: the watch waits for it (see Router.waitApplied). A range
+// held only by other members lowers nothing: Changes waits for a replica
+// there to apply far enough.
 func (w WatchSource) Revs() (int64, int64) {
 	v := w.n.oracle.View()
 	visible := v.Rev
 	for _, d := range v.Ranges {
+		if w.n.remote(d) {
+			continue
+		}
 		s := w.n.shard(d.Id)
 		if s == nil {
 			return 0, v.CompactRev
@@ -44,7 +52,45 @@ func (w WatchSource) Current() int64 { return w.n.oracle.View().Rev }
 
 func (w WatchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
 
+// Changes reads the span's events from the store here when this member
+// holds every range of it, and otherwise range by range, from replicas on
+// other members for the ranges it does not hold.
 func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
+	v := w.n.oracle.View()
+	var remote bool
+	for _, d := range v.Ranges {
+		if _, ok := clip(key, end, d); ok && w.n.remote(d) {
+			remote = true
+		}
+	}
+	if !remote {
+		return w.local(key, end, fromRev, toRev, limit)
+	}
+	var parts [][]mvcc.Change
+	for _, d := range v.Ranges {
+		sp, ok := clip(key, end, d)
+		if !ok {
+			continue
+		}
+		var part []mvcc.Change
+		var err error
+		if w.n.remote(d) {
+			part, err = w.n.changesRemote(ctx, d, sp, fromRev, toRev, min(toRev, v.LastRev[d.Id]), limit)
+		} else {
+			part, err = w.local(sp.Key, sp.End, fromRev, toRev, limit)
+		}
+		if err != nil {
+			if errors.Is(err, rpctypes.ErrGRPCCompacted) {
+				err = mvcc.ErrCompacted
+			}
+			return nil, err
+		}
+		parts = append(parts, part)
+	}
+	return mergeChanges(parts, limit), nil
+}
+
+func (w WatchSource) local(key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
 	var out []mvcc.Change
 	err := w.n.store.View(func(r *mvcc.Reader) error {
 		var err error

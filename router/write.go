@@ -103,7 +103,7 @@ type txnWork struct {
 // shardWork is a txn's business with one shard.
 type shardWork struct {
 	desc  *raftcmdpb.RangeDesc
-	s     *shard.Shard
+	s     rangeConn // the range's leader, here or on another member
 	latch *shard.LatchRequest
 	// compareIdx[i] is the index in work.compares of latch.Compares[i].
 	compareIdx []int
@@ -196,9 +196,9 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 	// Latch and evaluate, shard by shard in key order.
 	defer w.releaseLatched()
 	for _, sw := range w.shards {
-		sw.s = r.node.shard(sw.desc.Id)
-		if sw.s == nil {
-			return nil, errRetry
+		var err error
+		if sw.s, err = r.node.rangeConnFor(sw.desc); err != nil {
+			return nil, err
 		}
 		res, err := sw.s.Latch(ctx, sw.latch)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,7 @@ type Shard struct {
 	leading atomic.Bool
 	lead    atomic.Uint64
 	voters  atomic.Pointer[[]uint64]
+	members atomic.Pointer[[]uint64] // voters and learners
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -317,6 +319,15 @@ func (s *Shard) Voters() []uint64 {
 	return nil
 }
 
+// InGroup reports whether member id is a voter or a learner of the group
+// (as of the last message handled).
+func (s *Shard) InGroup(id uint64) bool {
+	if m := s.members.Load(); m != nil {
+		return slices.Contains(*m, id)
+	}
+	return false
+}
+
 type latchMsg struct {
 	req   *LatchRequest
 	reply chan latchReply
@@ -507,6 +518,8 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.votersAt = n
 		v := a.group.Voters()
 		a.handle.voters.Store(&v)
+		m := append(a.group.Voters(), a.group.Conf().GetLearners()...)
+		a.handle.members.Store(&m)
 	}
 }
 

@@ -75,6 +75,8 @@ type config struct {
 	InitialClusterState string
 	// InitialClusterToken keeps clusters that share peers apart (--initial-cluster-token).
 	InitialClusterToken string
+	// ReplicationFactor is how many members hold each range (--replication-factor, Mosaic's own).
+	ReplicationFactor int
 
 	// MaxRequestBytes is the largest client request accepted (--max-request-bytes).
 	MaxRequestBytes uint
@@ -197,6 +199,7 @@ func defaultConfig() *config {
 		InitialAdvertisePeerURLs:    mustParseURLs("http://localhost:2380"),
 		InitialClusterState:         clusterStateNew,
 		InitialClusterToken:         "etcd-cluster",
+		ReplicationFactor:           3,
 		MaxRequestBytes:             3 * 512 * 1024, // 1.5 MiB
 		MaxTxnOps:                   128,
 		MaxConcurrentStreams:        math.MaxUint32,
@@ -271,6 +274,7 @@ func (c *config) register(b *flagBuilder, printVersion *bool) {
 	b.add("initial-cluster-state", &choiceValue{&c.InitialClusterState, []string{clusterStateNew, clusterStateExist}},
 		"'new' to bootstrap a cluster, 'existing' to join one. Ignored once the node has data.")
 	addVar(b, &c.InitialClusterToken, "initial-cluster-token", "etcd-cluster", "Token that keeps clusters sharing peers apart.")
+	addVar(b, &c.ReplicationFactor, "replication-factor", 3, "Mosaic: how many members hold each range (every voting member when there are fewer).")
 	b.urls(&c.AdvertiseClientURLs, "advertise-client-urls", "This node's client URLs, as clients reach them.")
 	addVar(b, &s.discoveryEndpoints, "discovery-endpoints", "", "Discovery service gRPC endpoints.").noEffect()
 	addVar(b, nil, "discovery-token", "", "Discovery token of the cluster to bootstrap.")

@@ -78,6 +78,7 @@ func TestDefaults(t *testing.T) {
 		InitialCluster:              "default=http://localhost:2380",
 		InitialClusterState:         "new",
 		InitialClusterToken:         "etcd-cluster",
+		ReplicationFactor:           3,
 		MaxRequestBytes:             1572864,
 		MaxTxnOps:                   128,
 		MaxConcurrentStreams:        1<<32 - 1,

@@ -28,16 +28,23 @@ Commands:
                      (write "range split -- KEY" for a KEY that starts with "-").
   range transfer-leader ID --to NODE
                      Hand range ID's lead to NODE (a member id in hex or a member name).
-                     Range 0 is the revision oracle: every range's lead follows it.
+                     Range 0 is the revision oracle: the ranges it holds follow its lead.
+                     Another range's lead stays on NODE until transferred again.
+  range move ID --to NODE [--from NODE]
+                     Move range ID's replica from NODE (default: the one on the member
+                     holding the most ranges) to NODE, online: the new replica joins as a
+                     learner, catches up, becomes a voter, and the old one leaves.
   node list          List the members with the ranges they hold and lead.
 
 Flags:
   --endpoints URL[,URL]     Nodes to ask, as host:port or http://host:port (default 127.0.0.1:2379)
   --json                    Print JSON instead of a table.
-  --to NODE                 The target of transfer-leader.
+  --to NODE                 The target of transfer-leader and move.
+  --from NODE               The replica move takes away.
   --dial-timeout DURATION   Time allowed to connect (default 5s).
   --command-timeout DURATION
-                            Time allowed for the request once connected (default 5s).
+                            Time allowed for the request once connected (default 5s;
+                            2m for range move).
   -h, --help                Print this help.
 `
 
@@ -45,7 +52,7 @@ Flags:
 type options struct {
 	endpoints      []string
 	json           bool
-	to             string
+	to, from       string
 	dialTimeout    time.Duration
 	commandTimeout time.Duration
 }
@@ -68,6 +75,7 @@ func parseArgs(args []string) (opts options, words []string, err error) {
 	fs.StringVar(&endpoints, "endpoints", endpoints, "")
 	fs.BoolVar(&opts.json, "json", false, "")
 	fs.StringVar(&opts.to, "to", "", "")
+	fs.StringVar(&opts.from, "from", "", "")
 	fs.DurationVar(&opts.dialTimeout, "dial-timeout", opts.dialTimeout, "")
 	fs.DurationVar(&opts.commandTimeout, "command-timeout", opts.commandTimeout, "")
 
@@ -89,6 +97,11 @@ func parseArgs(args []string) (opts options, words []string, err error) {
 		args = fs.Args()[1:]
 	}
 	words = append(words, rest...)
+	timeoutSet := false
+	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "command-timeout" })
+	if !timeoutSet && len(words) >= 2 && words[0] == "range" && words[1] == "move" {
+		opts.commandTimeout = 2 * time.Minute
+	}
 
 	for _, e := range strings.Split(endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -150,7 +163,7 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 	case words[0] != "range":
 		return usageErr("unknown command %q", words[0])
 	case len(words) == 1:
-		return usageErr("range needs a subcommand: list, split or transfer-leader")
+		return usageErr("range needs a subcommand: list, split, transfer-leader or move")
 	}
 	switch sub, args := words[1], words[2:]; sub {
 	case "list":
@@ -200,6 +213,34 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 			}
 			fmt.Fprintf(stdout, "range %d is led by %s\n", id, nodeID(resp.GetLeader()))
 			return nil
+		})
+	case "move":
+		if len(args) != 1 {
+			return usageErr("range move takes exactly one range ID")
+		}
+		id, err := strconv.ParseUint(args[0], 10, 64)
+		if err != nil {
+			return usageErr("bad range ID %q", args[0])
+		}
+		if opts.to == "" {
+			return usageErr("range move needs --to NODE")
+		}
+		return withAdmin(ctx, opts, func(ctx context.Context, c adminpb.AdminClient) error {
+			to, err := resolveNode(ctx, c, opts.to)
+			if err != nil {
+				return err
+			}
+			var from uint64
+			if opts.from != "" {
+				if from, err = resolveNode(ctx, c, opts.from); err != nil {
+					return err
+				}
+			}
+			resp, err := c.MoveReplica(ctx, &adminpb.MoveReplicaRequest{RangeId: id, To: to, From: from})
+			if err != nil {
+				return err
+			}
+			return printRanges(stdout, opts.json, []*adminpb.RangeInfo{resp.GetRange()})
 		})
 	default:
 		return usageErr("unknown range subcommand %q", sub)

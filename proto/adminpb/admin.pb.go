@@ -419,6 +419,113 @@ func (x *TransferLeaderResponse) GetLeader() uint64 {
 	return 0
 }
 
+type MoveReplicaRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	// The member id of the node to hold the new replica.
+	To uint64 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`
+	// The member id of the node whose replica goes; 0 lets the cluster
+	// choose (the replica on the node holding the most ranges).
+	From          uint64 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaRequest) Reset() {
+	*x = MoveReplicaRequest{}
+	mi := &file_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaRequest) ProtoMessage() {}
+
+func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
+func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MoveReplicaRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+type MoveReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *RangeInfo             `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaResponse) Reset() {
+	*x = MoveReplicaResponse{}
+	mi := &file_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaResponse) ProtoMessage() {}
+
+func (x *MoveReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaResponse.ProtoReflect.Descriptor instead.
+func (*MoveReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MoveReplicaResponse) GetRange() *RangeInfo {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -427,7 +534,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +546,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +559,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
 // NodeInfo is one member of the cluster.
@@ -473,7 +580,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +592,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +605,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -559,7 +666,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +678,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +691,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -622,7 +729,13 @@ const file_admin_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\x04R\x02to\"0\n" +
 	"\x16TransferLeaderResponse\x12\x16\n" +
-	"\x06leader\x18\x01 \x01(\x04R\x06leader\"\x12\n" +
+	"\x06leader\x18\x01 \x01(\x04R\x06leader\"S\n" +
+	"\x12MoveReplicaRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\x04R\x02to\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\"D\n" +
+	"\x13MoveReplicaResponse\x12-\n" +
+	"\x05range\x18\x01 \x01(\v2\x17.mosaic.admin.RangeInfoR\x05range\"\x12\n" +
 	"\x10ListNodesRequest\"\xc3\x01\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -634,14 +747,15 @@ const file_admin_proto_rawDesc = "" +
 	"\aleaders\x18\x06 \x01(\rR\aleaders\x12#\n" +
 	"\roracle_leader\x18\a \x01(\bR\foracleLeader\"A\n" +
 	"\x11ListNodesResponse\x12,\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x16.mosaic.admin.NodeInfoR\x05nodes2\xd4\x02\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.mosaic.admin.NodeInfoR\x05nodes2\xa8\x03\n" +
 	"\x05Admin\x12O\n" +
 	"\n" +
 	"ListRanges\x12\x1f.mosaic.admin.ListRangesRequest\x1a .mosaic.admin.ListRangesResponse\x12O\n" +
 	"\n" +
 	"SplitRange\x12\x1f.mosaic.admin.SplitRangeRequest\x1a .mosaic.admin.SplitRangeResponse\x12[\n" +
 	"\x0eTransferLeader\x12#.mosaic.admin.TransferLeaderRequest\x1a$.mosaic.admin.TransferLeaderResponse\x12L\n" +
-	"\tListNodes\x12\x1e.mosaic.admin.ListNodesRequest\x1a\x1f.mosaic.admin.ListNodesResponseB3Z1github.com/mosaic-kv/mosaic/proto/adminpb;adminpbb\x06proto3"
+	"\tListNodes\x12\x1e.mosaic.admin.ListNodesRequest\x1a\x1f.mosaic.admin.ListNodesResponse\x12R\n" +
+	"\vMoveReplica\x12 .mosaic.admin.MoveReplicaRequest\x1a!.mosaic.admin.MoveReplicaResponseB3Z1github.com/mosaic-kv/mosaic/proto/adminpb;adminpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -655,7 +769,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_admin_proto_goTypes = []any{
 	(*RangeInfo)(nil),              // 0: mosaic.admin.RangeInfo
 	(*ListRangesRequest)(nil),      // 1: mosaic.admin.ListRangesRequest
@@ -664,28 +778,33 @@ var file_admin_proto_goTypes = []any{
 	(*SplitRangeResponse)(nil),     // 4: mosaic.admin.SplitRangeResponse
 	(*TransferLeaderRequest)(nil),  // 5: mosaic.admin.TransferLeaderRequest
 	(*TransferLeaderResponse)(nil), // 6: mosaic.admin.TransferLeaderResponse
-	(*ListNodesRequest)(nil),       // 7: mosaic.admin.ListNodesRequest
-	(*NodeInfo)(nil),               // 8: mosaic.admin.NodeInfo
-	(*ListNodesResponse)(nil),      // 9: mosaic.admin.ListNodesResponse
+	(*MoveReplicaRequest)(nil),     // 7: mosaic.admin.MoveReplicaRequest
+	(*MoveReplicaResponse)(nil),    // 8: mosaic.admin.MoveReplicaResponse
+	(*ListNodesRequest)(nil),       // 9: mosaic.admin.ListNodesRequest
+	(*NodeInfo)(nil),               // 10: mosaic.admin.NodeInfo
+	(*ListNodesResponse)(nil),      // 11: mosaic.admin.ListNodesResponse
 }
 var file_admin_proto_depIdxs = []int32{
-	0, // 0: mosaic.admin.ListRangesResponse.ranges:type_name -> mosaic.admin.RangeInfo
-	0, // 1: mosaic.admin.SplitRangeResponse.left:type_name -> mosaic.admin.RangeInfo
-	0, // 2: mosaic.admin.SplitRangeResponse.right:type_name -> mosaic.admin.RangeInfo
-	8, // 3: mosaic.admin.ListNodesResponse.nodes:type_name -> mosaic.admin.NodeInfo
-	1, // 4: mosaic.admin.Admin.ListRanges:input_type -> mosaic.admin.ListRangesRequest
-	3, // 5: mosaic.admin.Admin.SplitRange:input_type -> mosaic.admin.SplitRangeRequest
-	5, // 6: mosaic.admin.Admin.TransferLeader:input_type -> mosaic.admin.TransferLeaderRequest
-	7, // 7: mosaic.admin.Admin.ListNodes:input_type -> mosaic.admin.ListNodesRequest
-	2, // 8: mosaic.admin.Admin.ListRanges:output_type -> mosaic.admin.ListRangesResponse
-	4, // 9: mosaic.admin.Admin.SplitRange:output_type -> mosaic.admin.SplitRangeResponse
-	6, // 10: mosaic.admin.Admin.TransferLeader:output_type -> mosaic.admin.TransferLeaderResponse
-	9, // 11: mosaic.admin.Admin.ListNodes:output_type -> mosaic.admin.ListNodesResponse
-	8, // [8:12] is the sub-list for method output_type
-	4, // [4:8] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: mosaic.admin.ListRangesResponse.ranges:type_name -> mosaic.admin.RangeInfo
+	0,  // 1: mosaic.admin.SplitRangeResponse.left:type_name -> mosaic.admin.RangeInfo
+	0,  // 2: mosaic.admin.SplitRangeResponse.right:type_name -> mosaic.admin.RangeInfo
+	0,  // 3: mosaic.admin.MoveReplicaResponse.range:type_name -> mosaic.admin.RangeInfo
+	10, // 4: mosaic.admin.ListNodesResponse.nodes:type_name -> mosaic.admin.NodeInfo
+	1,  // 5: mosaic.admin.Admin.ListRanges:input_type -> mosaic.admin.ListRangesRequest
+	3,  // 6: mosaic.admin.Admin.SplitRange:input_type -> mosaic.admin.SplitRangeRequest
+	5,  // 7: mosaic.admin.Admin.TransferLeader:input_type -> mosaic.admin.TransferLeaderRequest
+	9,  // 8: mosaic.admin.Admin.ListNodes:input_type -> mosaic.admin.ListNodesRequest
+	7,  // 9: mosaic.admin.Admin.MoveReplica:input_type -> mosaic.admin.MoveReplicaRequest
+	2,  // 10: mosaic.admin.Admin.ListRanges:output_type -> mosaic.admin.ListRangesResponse
+	4,  // 11: mosaic.admin.Admin.SplitRange:output_type -> mosaic.admin.SplitRangeResponse
+	6,  // 12: mosaic.admin.Admin.TransferLeader:output_type -> mosaic.admin.TransferLeaderResponse
+	11, // 13: mosaic.admin.Admin.ListNodes:output_type -> mosaic.admin.ListNodesResponse
+	8,  // 14: mosaic.admin.Admin.MoveReplica:output_type -> mosaic.admin.MoveReplicaResponse
+	10, // [10:15] is the sub-list for method output_type
+	5,  // [5:10] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -699,7 +818,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Admin_SplitRange_FullMethodName     = "/mosaic.admin.Admin/SplitRange"
 	Admin_TransferLeader_FullMethodName = "/mosaic.admin.Admin/TransferLeader"
 	Admin_ListNodes_FullMethodName      = "/mosaic.admin.Admin/ListNodes"
+	Admin_MoveReplica_FullMethodName    = "/mosaic.admin.Admin/MoveReplica"
 )
 
 // AdminClient is the client API for Admin service.
@@ -44,6 +45,10 @@ type AdminClient interface {
 	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 	// ListNodes lists the members of the cluster with what they hold.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// MoveReplica moves one replica of a range from a node to another,
+	// online: the new replica joins as a learner, catches up (a snapshot),
+	// becomes a voter, and the old one leaves.
+	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error)
 }
 
 type adminClient struct {
@@ -94,6 +99,16 @@ func (c *adminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_MoveReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -109,6 +124,10 @@ type AdminServer interface {
 	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	// ListNodes lists the members of the cluster with what they hold.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// MoveReplica moves one replica of a range from a node to another,
+	// online: the new replica joins as a learner, catches up (a snapshot),
+	// becomes a voter, and the old one leaves.
+	MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -130,6 +149,9 @@ func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderR
 }
 func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAdminServer) MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -224,6 +246,24 @@ func _Admin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MoveReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MoveReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MoveReplica(ctx, req.(*MoveReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +286,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Admin_ListNodes_Handler,
+		},
+		{
+			MethodName: "MoveReplica",
+			Handler:    _Admin_MoveReplica_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

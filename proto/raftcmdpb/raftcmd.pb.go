@@ -31,10 +31,18 @@ const (
 // RangeDesc describes one range of the keyspace: [start, end), end empty
 // meaning unbounded.
 type RangeDesc struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Start []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End   []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	// The members holding a replica of the range; the first is where its
+	// lead belongs (see router/placement.go). Empty until the cluster's first
+	// leader records the members (and always on a single node): then every
+	// member holds the range.
+	Replicas []uint64 `protobuf:"varint,4,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	// The range's lead belongs on its first replica even when the oracle's
+	// leader holds another (set by a leadership transfer of the range).
+	LeadPinned    bool `protobuf:"varint,5,opt,name=lead_pinned,json=leadPinned,proto3" json:"lead_pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -88,6 +96,20 @@ func (x *RangeDesc) GetEnd() []byte {
 		return x.End
 	}
 	return nil
+}
+
+func (x *RangeDesc) GetReplicas() []uint64 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *RangeDesc) GetLeadPinned() bool {
+	if x != nil {
+		return x.LeadPinned
+	}
+	return false
 }
 
 // Op is one operation of an intent. sub orders the operations of one
@@ -769,7 +791,9 @@ type OracleCommand struct {
 	RevokeLeases []int64            `protobuf:"varint,6,rep,packed,name=revoke_leases,json=revokeLeases,proto3" json:"revoke_leases,omitempty"`
 	Checkpoints  []*LeaseCheckpoint `protobuf:"bytes,7,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
 	// The cluster's members from now on (replaces the whole list).
-	Membership    *Membership `protobuf:"bytes,8,opt,name=membership,proto3" json:"membership,omitempty"`
+	Membership *Membership `protobuf:"bytes,8,opt,name=membership,proto3" json:"membership,omitempty"`
+	// A range's replicas from now on (after the range's group changed).
+	Replicas      *SetReplicas `protobuf:"bytes,9,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +884,75 @@ func (x *OracleCommand) GetMembership() *Membership {
 	return nil
 }
 
+func (x *OracleCommand) GetReplicas() *SetReplicas {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// SetReplicas records the members holding a range, once its Raft group
+// holds them.
+type SetReplicas struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Replicas      []uint64               `protobuf:"varint,2,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
+	LeadPinned    bool                   `protobuf:"varint,3,opt,name=lead_pinned,json=leadPinned,proto3" json:"lead_pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicas) Reset() {
+	*x = SetReplicas{}
+	mi := &file_raftcmd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicas) ProtoMessage() {}
+
+func (x *SetReplicas) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicas.ProtoReflect.Descriptor instead.
+func (*SetReplicas) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetReplicas) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *SetReplicas) GetReplicas() []uint64 {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *SetReplicas) GetLeadPinned() bool {
+	if x != nil {
+		return x.LeadPinned
+	}
+	return false
+}
+
 // Member is one member of a cluster. Its id is its Raft id in every group.
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -873,7 +966,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +978,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +991,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Member) GetId() uint64 {
@@ -940,7 +1033,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1045,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1058,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Membership) GetMembers() []*Member {
@@ -992,7 +1085,7 @@ type Compact struct {
 
 func (x *Compact) Reset() {
 	*x = Compact{}
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1097,7 @@ func (x *Compact) String() string {
 func (*Compact) ProtoMessage() {}
 
 func (x *Compact) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1110,7 @@ func (x *Compact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compact.ProtoReflect.Descriptor instead.
 func (*Compact) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Compact) GetRevision() int64 {
@@ -1053,7 +1146,7 @@ type OracleState struct {
 
 func (x *OracleState) Reset() {
 	*x = OracleState{}
-	mi := &file_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1158,7 @@ func (x *OracleState) String() string {
 func (*OracleState) ProtoMessage() {}
 
 func (x *OracleState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1171,7 @@ func (x *OracleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleState.ProtoReflect.Descriptor instead.
 func (*OracleState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{15}
+	return file_raftcmd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OracleState) GetRevision() int64 {
@@ -1162,11 +1255,14 @@ var File_raftcmd_proto protoreflect.FileDescriptor
 
 const file_raftcmd_proto_rawDesc = "" +
 	"\n" +
-	"\rraftcmd.proto\x12\x0emosaic.raftcmd\"C\n" +
+	"\rraftcmd.proto\x12\x0emosaic.raftcmd\"\x80\x01\n" +
 	"\tRangeDesc\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
-	"\x03end\x18\x03 \x01(\fR\x03end\"\x93\x01\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x1a\n" +
+	"\breplicas\x18\x04 \x03(\x04R\breplicas\x12\x1f\n" +
+	"\vlead_pinned\x18\x05 \x01(\bR\n" +
+	"leadPinned\"\x93\x01\n" +
 	"\x02Op\x12\x10\n" +
 	"\x03sub\x18\x01 \x01(\x05R\x03sub\x12)\n" +
 	"\x03put\x18\x02 \x01(\v2\x15.mosaic.raftcmd.PutOpH\x00R\x03put\x122\n" +
@@ -1208,7 +1304,7 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\tremaining\x18\x02 \x01(\x03R\tremaining\"4\n" +
 	"\x05Split\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\x90\x03\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\"\xc9\x03\n" +
 	"\rOracleCommand\x126\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x18.mosaic.raftcmd.DecisionR\tdecisions\x12\x16\n" +
 	"\x06aborts\x18\x02 \x03(\x04R\x06aborts\x121\n" +
@@ -1219,7 +1315,13 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\vcheckpoints\x18\a \x03(\v2\x1f.mosaic.raftcmd.LeaseCheckpointR\vcheckpoints\x12:\n" +
 	"\n" +
 	"membership\x18\b \x01(\v2\x1a.mosaic.raftcmd.MembershipR\n" +
-	"membership\"c\n" +
+	"membership\x127\n" +
+	"\breplicas\x18\t \x01(\v2\x1b.mosaic.raftcmd.SetReplicasR\breplicas\"e\n" +
+	"\vSetReplicas\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1a\n" +
+	"\breplicas\x18\x02 \x03(\x04R\breplicas\x12\x1f\n" +
+	"\vlead_pinned\x18\x03 \x01(\bR\n" +
+	"leadPinned\"c\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -1265,7 +1367,7 @@ func file_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_raftcmd_proto_goTypes = []any{
 	(*RangeDesc)(nil),       // 0: mosaic.raftcmd.RangeDesc
 	(*Op)(nil),              // 1: mosaic.raftcmd.Op
@@ -1279,12 +1381,13 @@ var file_raftcmd_proto_goTypes = []any{
 	(*LeaseCheckpoint)(nil), // 9: mosaic.raftcmd.LeaseCheckpoint
 	(*Split)(nil),           // 10: mosaic.raftcmd.Split
 	(*OracleCommand)(nil),   // 11: mosaic.raftcmd.OracleCommand
-	(*Member)(nil),          // 12: mosaic.raftcmd.Member
-	(*Membership)(nil),      // 13: mosaic.raftcmd.Membership
-	(*Compact)(nil),         // 14: mosaic.raftcmd.Compact
-	(*OracleState)(nil),     // 15: mosaic.raftcmd.OracleState
-	nil,                     // 16: mosaic.raftcmd.OracleState.LastRevEntry
-	nil,                     // 17: mosaic.raftcmd.OracleState.LeasesEntry
+	(*SetReplicas)(nil),     // 12: mosaic.raftcmd.SetReplicas
+	(*Member)(nil),          // 13: mosaic.raftcmd.Member
+	(*Membership)(nil),      // 14: mosaic.raftcmd.Membership
+	(*Compact)(nil),         // 15: mosaic.raftcmd.Compact
+	(*OracleState)(nil),     // 16: mosaic.raftcmd.OracleState
+	nil,                     // 17: mosaic.raftcmd.OracleState.LastRevEntry
+	nil,                     // 18: mosaic.raftcmd.OracleState.LeasesEntry
 }
 var file_raftcmd_proto_depIdxs = []int32{
 	2,  // 0: mosaic.raftcmd.Op.put:type_name -> mosaic.raftcmd.PutOp
@@ -1293,22 +1396,23 @@ var file_raftcmd_proto_depIdxs = []int32{
 	4,  // 3: mosaic.raftcmd.ShardCommand.intents:type_name -> mosaic.raftcmd.Intent
 	6,  // 4: mosaic.raftcmd.ShardCommand.decided:type_name -> mosaic.raftcmd.Decided
 	7,  // 5: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
-	14, // 6: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
+	15, // 6: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
 	10, // 7: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
 	8,  // 8: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
 	9,  // 9: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
-	13, // 10: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
-	12, // 11: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
-	0,  // 12: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
-	16, // 13: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
-	17, // 14: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
-	12, // 15: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
-	8,  // 16: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 10: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
+	12, // 11: mosaic.raftcmd.OracleCommand.replicas:type_name -> mosaic.raftcmd.SetReplicas
+	13, // 12: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
+	0,  // 13: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
+	17, // 14: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
+	18, // 15: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
+	13, // 16: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
+	8,  // 17: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_proto_init() }
@@ -1327,7 +1431,7 @@ func file_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_proto_rawDesc), len(file_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,341 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/proto/rangepb"
+)
+
+// Moving replicas: all of it runs on the primary, one change at a time
+// (changeMu), and each step is one the range keeps serving through.
+//
+// moveReplica(d, from, to):
+//  1. to joins d's group as a learner; its member starts an empty replica
+//     on the first message (Node.adopt) and is sent a snapshot;
+//  2. once it holds the leader's log, it becomes a voter;
+//  3. the table records to in from's place (so from's replica no longer
+//     asks for the lead);
+//  4. from hands over the lead if it has it, then leaves the group; its
+//     member stops the replica (collectReplicas).
+//
+// A move that fails part way leaves the group with an extra learner or
+// voter; moving again, or the rebalancer, finishes or undoes it.
+
+// catchUpWait bounds how long a new replica may take to catch up.
+const catchUpWait = 2 * time.Minute
+
+// errNotPrimary: replica moves run on the oracle's leader.
+var errNotPrimary = errors.New("replica moves run on the oracle's leader")
+
+// MoveReplica moves range id's replica from member from (0: chosen) to
+// member to, and returns the range as the table then records it.
+func (n *Node) MoveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb.RangeDesc, error) {
+	if !n.cluster {
+		return nil, errSingleNode
+	}
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	return n.moveReplica(ctx, id, from, to)
+}
+
+func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb.RangeDesc, error) {
+	v := n.oracle.View()
+	if !v.Leader {
+		return nil, errNotPrimary
+	}
+	d := v.RangeByID(id)
+	if d == nil {
+		return nil, fmt.Errorf("no range %d", id)
+	}
+	if len(d.Replicas) == 0 {
+		return nil, fmt.Errorf("range %d's replicas are not recorded yet; retry in a moment", id)
+	}
+	if m := findMember(v.Members, to); m == nil || m.Learner {
+		return nil, fmt.Errorf("member %x is not a voting member", to)
+	}
+	if slices.Contains(d.Replicas, to) {
+		return nil, fmt.Errorf("member %x already holds range %d", to, id)
+	}
+	if from == 0 {
+		from = n.mostLoaded(v.Ranges, d, v.Members)
+	}
+	if !slices.Contains(d.Replicas, from) {
+		return nil, fmt.Errorf("member %x holds no replica of range %d", from, id)
+	}
+	if err := n.addReplica(ctx, d, to); err != nil {
+		return nil, err
+	}
+	reps := slices.Clone(d.Replicas)
+	reps[slices.Index(reps, from)] = to
+	if err := n.oracle.SetReplicas(ctx, id, reps, d.LeadPinned); err != nil {
+		return nil, fmt.Errorf("recording range %d's replicas: %w", id, toGRPC(err))
+	}
+	nd := n.oracle.View().RangeByID(id)
+	if err := n.dropReplica(ctx, nd, from); err != nil {
+		return nil, err
+	}
+	n.lg.Info("moved a replica", zap.Uint64("range", id), zap.Uint64("from", from), zap.Uint64("to", to))
+	return n.oracle.View().RangeByID(id), nil
+}
+
+// addReplica makes member to a voter of range d's group: a learner first,
+// promoted once it holds the leader's log.
+func (n *Node) addReplica(ctx context.Context, d *raftcmdpb.RangeDesc, to uint64) error {
+	prog, err := n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_Progress{Progress: true}})
+	if err != nil {
+		return err
+	}
+	if slices.Contains(prog.Voters, to) {
+		return nil // an earlier attempt got this far
+	}
+	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeAddLearnerNode, to); err != nil {
+		return fmt.Errorf("adding member %x to range %d as a learner: %w", to, d.Id, err)
+	}
+	deadline := time.Now().Add(catchUpWait)
+	for {
+		prog, err := n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_Progress{Progress: true}})
+		if err == nil && prog.Match[to] >= prog.Last {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("range %d's new replica on member %x did not catch up in %v", d.Id, to, catchUpWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeAddNode, to); err != nil {
+		return fmt.Errorf("promoting range %d's replica on member %x: %w", d.Id, to, err)
+	}
+	return nil
+}
+
+// dropReplica takes member from out of range d's group, handing the lead
+// on first if from has it.
+func (n *Node) dropReplica(ctx context.Context, d *raftcmdpb.RangeDesc, from uint64) error {
+	deadline := time.Now().Add(leaderWait)
+	for n.rangeLeadNow(ctx, d) == from {
+		to := preferredLead(d, n.oracle.View().Lead)
+		if to == from || to == 0 {
+			to = d.Replicas[0]
+		}
+		_, _ = n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_TransferTo{TransferTo: to}})
+		if time.Now().After(deadline) {
+			return fmt.Errorf("range %d: member %x did not hand over the lead", d.Id, from)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeRemoveNode, from); err != nil {
+		return fmt.Errorf("removing member %x from range %d: %w", from, d.Id, err)
+	}
+	return nil
+}
+
+// rangeLeadNow asks range d's group who leads it (following hints), 0 if
+// no leader answers.
+func (n *Node) rangeLeadNow(ctx context.Context, d *raftcmdpb.RangeDesc) uint64 {
+	if _, err := n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_Progress{Progress: true}}); err != nil {
+		return 0
+	}
+	return n.rangeLead(d)
+}
+
+// mostLoaded picks, among d's replicas, the one to move away: on the member
+// holding the most ranges, not where d's lead belongs if another will do.
+func (n *Node) mostLoaded(ranges []*raftcmdpb.RangeDesc, d *raftcmdpb.RangeDesc, members []*raftcmdpb.Member) uint64 {
+	counts := replicaCounts(ranges, members)
+	lead := preferredLead(d, n.oracle.View().Lead)
+	best := uint64(0)
+	for _, id := range d.Replicas {
+		if best == 0 || (id != lead && (best == lead || counts[id] > counts[best])) {
+			best = id
+		}
+	}
+	return best
+}
+
+// replicaCounts counts the replicas each voting member holds.
+func replicaCounts(ranges []*raftcmdpb.RangeDesc, members []*raftcmdpb.Member) map[uint64]int {
+	counts := map[uint64]int{}
+	for _, m := range members {
+		if !m.Learner {
+			counts[m.Id] = 0
+		}
+	}
+	for _, d := range ranges {
+		for _, id := range d.Replicas {
+			counts[id]++
+		}
+	}
+	return counts
+}
+
+// evacuate moves every replica member id holds to other voting members
+// (before it is removed from the cluster); a range no other member can take
+// just loses the replica.
+func (n *Node) evacuate(ctx context.Context, id uint64) error {
+	for {
+		v := n.oracle.View()
+		var d *raftcmdpb.RangeDesc
+		for _, r := range v.Ranges {
+			if slices.Contains(r.Replicas, id) {
+				d = r
+				break
+			}
+		}
+		if d == nil {
+			return nil
+		}
+		counts := replicaCounts(v.Ranges, v.Members)
+		delete(counts, id)
+		to := leastLoaded(counts, d.Replicas)
+		if to != 0 {
+			if _, err := n.moveReplica(ctx, d.Id, id, to); err != nil {
+				return err
+			}
+			continue
+		}
+		reps := slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == id })
+		if len(reps) == 0 {
+			return fmt.Errorf("range %d has no other replica than member %x", d.Id, id)
+		}
+		if err := n.oracle.SetReplicas(ctx, d.Id, reps, d.LeadPinned); err != nil {
+			return toGRPC(err)
+		}
+		if err := n.dropReplica(ctx, n.oracle.View().RangeByID(d.Id), id); err != nil {
+			return err
+		}
+	}
+}
+
+// leastLoaded is the member of counts holding the fewest replicas and none
+// of skip's (0 if none qualifies); ties go to the smaller id.
+func leastLoaded(counts map[uint64]int, skip []uint64) uint64 {
+	ids := make([]uint64, 0, len(counts))
+	for id := range counts {
+		if !slices.Contains(skip, id) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		if counts[ids[i]] != counts[ids[j]] {
+			return counts[ids[i]] < counts[ids[j]]
+		}
+		return ids[i] < ids[j]
+	})
+	if len(ids) == 0 {
+		return 0
+	}
+	return ids[0]
+}
+
+// rebalanceEvery is how often the primary looks at the replicas' spread.
+const rebalanceEvery = 5 * time.Second
+
+// rebalanceLoop runs on every member and acts while it is the primary:
+// each round makes at most one change (see rebalanceOnce); a round that
+// made one is followed by the next at once.
+func (n *Node) rebalanceLoop(stop <-chan struct{}) {
+	base, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	go func() {
+		<-stop
+		cancelAll()
+	}()
+	wait := rebalanceEvery
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = rebalanceEvery
+		if !n.oracle.View().Leader || !n.changeMu.TryLock() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(base, catchUpWait+time.Minute)
+		acted, err := n.rebalanceOnce(ctx)
+		if err != nil {
+			n.lg.Warn("rebalancing replicas failed; retrying later", zap.Error(err))
+		}
+		cancel()
+		n.changeMu.Unlock()
+		if acted && err == nil {
+			wait = 0
+		}
+	}
+}
+
+// rebalanceOnce gives a range with fewer replicas than the replication
+// factor one more, takes one from a range with more, or else moves one
+// replica from the member holding the most to the member holding the
+// fewest when they differ by more than one.
+func (n *Node) rebalanceOnce(ctx context.Context) (acted bool, err error) {
+	v := n.oracle.View()
+	rf := n.cfg.ReplicationFactor
+	counts := replicaCounts(v.Ranges, v.Members)
+	if rf <= 0 || len(counts) == 0 {
+		return false, nil
+	}
+	for _, d := range v.Ranges {
+		if len(d.Replicas) == 0 {
+			return false, nil // not recorded yet
+		}
+		for _, id := range d.Replicas {
+			if _, ok := counts[id]; !ok {
+				return false, nil // a member being removed: RemoveMember moves it
+			}
+		}
+	}
+	for _, d := range v.Ranges {
+		want := min(rf, len(counts))
+		switch {
+		case len(d.Replicas) < want:
+			to := leastLoaded(counts, d.Replicas)
+			if err := n.addReplica(ctx, d, to); err != nil {
+				return true, err
+			}
+			return true, n.oracle.SetReplicas(ctx, d.Id, append(slices.Clone(d.Replicas), to), d.LeadPinned)
+		case len(d.Replicas) > want:
+			from := n.mostLoaded(v.Ranges, d, v.Members)
+			reps := slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == from })
+			if err := n.oracle.SetReplicas(ctx, d.Id, reps, d.LeadPinned); err != nil {
+				return true, err
+			}
+			return true, n.dropReplica(ctx, n.oracle.View().RangeByID(d.Id), from)
+		}
+	}
+	// Spread: from the most loaded member to the least loaded one.
+	var most uint64
+	for id, c := range counts {
+		if most == 0 || c > counts[most] || (c == counts[most] && id < most) {
+			most = id
+		}
+	}
+	for _, d := range v.Ranges {
+		if !slices.Contains(d.Replicas, most) {
+			continue
+		}
+		to := leastLoaded(counts, d.Replicas)
+		if to != 0 && counts[most]-counts[to] > 1 {
+			_, err := n.moveReplica(ctx, d.Id, most, to)
+			return true, err
+		}
+	}
+	return false, nil
+}

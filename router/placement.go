@@ -1,0 +1,273 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/proto/rangepb"
+)
+
+// Placement: which members hold a replica of which range, and where each
+// range's lead belongs.
+//
+// The range table (the oracle's state, replicated on every member) lists
+// each range's replicas (RangeDesc.Replicas). A member runs a replica of a
+// range when the table lists it there, or when the range's leader sends it
+// a message: a replica being added is a learner in the range's group before
+// the table lists it (see moveReplica). A replica that neither the table
+// nor its group lists any more is stopped (collectReplicas).
+//
+// A range's lead belongs on the primary (the oracle's leader, which runs
+// the writes) when it holds a replica, and otherwise on the range's first
+// replica: writes then reach a remote leader over the range service
+// (rangeclient.go) only for ranges the primary does not hold. A range
+// whose lead was transferred by hand keeps it on its first replica
+// (RangeDesc.lead_pinned).
+//
+// Invariants kept here:
+//   - A member starts a range's replica empty (to be sent a snapshot)
+//     unless it made the range: the first range at bootstrap, or the right
+//     side of a split it ran (groupPeers).
+//   - A replica is stopped only once its own group no longer lists this
+//     member and the table does not either, and not before it has run for
+//     gcGrace (a replica being added learns it is in the group from its
+//     first snapshot).
+
+// gcGrace is how long a replica that nothing lists runs before it is
+// stopped: long enough for a new learner to get its snapshot.
+const gcGrace = 15 * time.Second
+
+// holds reports whether the range table lists this member as a replica of
+// d (or lists no replicas at all: then every member holds it).
+//
+// A member that joined a running cluster holds nothing the table does not
+// list it for: a range without recorded replicas is then only the empty
+// state its oracle replica starts from.
+func (n *Node) holds(d *raftcmdpb.RangeDesc) bool {
+	if len(d.Replicas) == 0 {
+		return !n.joining
+	}
+	return slices.Contains(d.Replicas, n.nodeID)
+}
+
+// remote reports whether range d is served only by other members: a
+// cluster's range the table does not list this member for (a replica of it
+// still running here is on its way out, or not yet in).
+func (n *Node) remote(d *raftcmdpb.RangeDesc) bool { return n.cluster && !n.holds(d) }
+
+// preferLead reports whether this member's replica of range id should ask
+// for the range's lead.
+func (n *Node) preferLead(id uint64) bool {
+	v := n.oracle.View()
+	d := v.RangeByID(id)
+	if d == nil {
+		return false
+	}
+	return preferredLead(d, v.Lead) == n.nodeID
+}
+
+// preferredLead is the member a range's lead belongs on, given the
+// primary; 0 when the range has no recorded replicas and no primary is
+// known.
+func preferredLead(d *raftcmdpb.RangeDesc, primary uint64) uint64 {
+	if len(d.Replicas) == 0 || (!d.LeadPinned && primary != 0 && slices.Contains(d.Replicas, primary)) {
+		return primary
+	}
+	return d.Replicas[0]
+}
+
+// leadHints remembers, per range this member does not lead, which member
+// last said it leads it.
+type leadHints struct {
+	mu sync.Mutex
+	m  map[uint64]uint64
+}
+
+func (h *leadHints) get(id uint64) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[id]
+}
+
+func (h *leadHints) set(id, lead uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[uint64]uint64{}
+	}
+	if lead == 0 {
+		delete(h.m, id)
+		return
+	}
+	h.m[id] = lead
+}
+
+// rangeLead is the member most likely to lead range d: this member's
+// replica's view of its group, else the last hint, else where the lead
+// belongs.
+func (n *Node) rangeLead(d *raftcmdpb.RangeDesc) uint64 {
+	if s := n.shard(d.Id); s != nil && s.Lead() != 0 {
+		return s.Lead()
+	}
+	if l := n.hints.get(d.Id); l != 0 {
+		return l
+	}
+	return preferredLead(d, n.oracle.View().Lead)
+}
+
+// replicaOrder lists the members to read range d from: this member first,
+// then the likely leader (the most up to date), then the other replicas.
+func (n *Node) replicaOrder(d *raftcmdpb.RangeDesc) []uint64 {
+	var out []uint64
+	add := func(id uint64) {
+		if id != 0 && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	if n.shard(d.Id) != nil {
+		add(n.nodeID)
+	}
+	add(n.rangeLead(d))
+	for _, id := range d.Replicas {
+		add(id)
+	}
+	return out
+}
+
+// syncReplicas starts a replica of every range the table says this member
+// holds and has none running yet (called whenever replicas change).
+func (n *Node) syncReplicas() {
+	if !n.started.Load() {
+		return // OpenNode starts them
+	}
+	for _, d := range n.oracle.View().Ranges {
+		if n.shard(d.Id) != nil || !n.holds(d) {
+			continue
+		}
+		if n.splitPending(d.Id) {
+			continue // onSplit starts it once the left side is ready
+		}
+		if _, err := n.startShard(d); err != nil {
+			n.lg.Error("starting a range's replica failed", zap.Uint64("range", d.Id), zap.Error(err))
+		}
+	}
+}
+
+// splitPending reports whether range id was made by a split whose left
+// side this member has not yet applied far enough to start it.
+func (n *Node) splitPending(id uint64) bool {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	return n.pendingSplit[id]
+}
+
+// adopt starts an empty replica of a range whose leader sent this member a
+// message: the range's group is adding it.
+func (n *Node) adopt(group uint64) {
+	v := n.oracle.View()
+	d := v.RangeByID(group)
+	if d == nil || !n.started.Load() || n.splitPending(group) {
+		return
+	}
+	go func() {
+		if _, err := n.startShard(d); err != nil {
+			n.lg.Error("starting a replica asked for by its range's leader failed", zap.Uint64("range", group), zap.Error(err))
+		}
+	}()
+}
+
+// collectReplicas stops replicas that this member no longer holds: the
+// table does not list it and neither does the range's group.
+func (n *Node) collectReplicas() {
+	v := n.oracle.View()
+	for _, s := range n.allShards() {
+		d := v.RangeByID(s.ID())
+		if d == nil || n.holds(d) || s.InGroup(n.nodeID) || time.Since(n.startedAt(s.ID())) < gcGrace {
+			continue
+		}
+		n.mu.Lock()
+		delete(n.shards, s.ID())
+		n.mu.Unlock()
+		s.Stop()
+		n.lg.Info("stopped a replica this member no longer holds", zap.Uint64("range", s.ID()))
+	}
+}
+
+// startedAt is when this member's replica of range id started.
+func (n *Node) startedAt(id uint64) time.Time {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	return n.startTimes[id]
+}
+
+// splitter returns nil if this member splits at key itself, or a
+// connection to the member leading the range holding key. ctx carries the
+// request's metadata: a request is passed on once.
+func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, error) {
+	if !n.cluster {
+		return nil, nil
+	}
+	d := n.oracle.View().RangeFor(key)
+	if d == nil {
+		return nil, nil // Split answers
+	}
+	if s := n.shard(d.Id); s != nil && s.Leader() {
+		return nil, nil
+	}
+	lead := n.rangeLead(d)
+	if lead == n.nodeID || lead == 0 {
+		return nil, nil // Split waits for the lead a moment
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return nil, status.Errorf(codes.Unavailable, "range %d's lead moved on; retry", d.Id)
+	}
+	return n.peerConn(lead)
+}
+
+// PinRangeLead puts range id's lead on member to for good (until another
+// transfer): the table lists to first with the lead pinned there, and the
+// group's lead moves. It returns the range's leader then.
+func (n *Node) PinRangeLead(ctx context.Context, id, to uint64) (uint64, error) {
+	n.changeMu.Lock()
+	defer n.changeMu.Unlock()
+	d := n.oracle.View().RangeByID(id)
+	switch {
+	case d == nil:
+		return 0, fmt.Errorf("no range %d", id)
+	case len(d.Replicas) == 0:
+		return 0, fmt.Errorf("range %d's replicas are not recorded yet; retry in a moment", id)
+	case !slices.Contains(d.Replicas, to):
+		return 0, fmt.Errorf("member %x holds no replica of range %d (replicas %x)", to, id, d.Replicas)
+	}
+	reps := append([]uint64{to}, slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == to })...)
+	if err := n.oracle.SetReplicas(ctx, id, reps, true); err != nil {
+		return 0, toGRPC(err)
+	}
+	d = n.oracle.View().RangeByID(id)
+	deadline := time.Now().Add(2 * leaderWait)
+	for {
+		lead := n.rangeLeadNow(ctx, d)
+		if lead == to {
+			return lead, nil
+		}
+		_, _ = n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_TransferTo{TransferTo: to}})
+		if time.Now().After(deadline) {
+			return lead, fmt.Errorf("range %d's lead did not reach member %x", id, to)
+		}
+		select {
+		case <-ctx.Done():
+			return lead, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
