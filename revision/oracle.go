@@ -118,7 +118,7 @@ type Oracle struct {
 // Start spawns the oracle actor. It recovers from storage before answering.
 func Start(sys *actor.ActorSystem, c Config) (*Oracle, error) {
 	o := &Oracle{root: sys.Root, ready: make(chan struct{})}
-	props := actor.PropsFromProducer(func() actor.Actor { return &oracleActor{cfg: c, handle: o} })
+	props := actor.PropsFromProducer(func() actor.Actor { return &oracleActor{cfg: c, handle: o} }, actor.WithDispatcher(actors.NewDispatcher()))
 	pid, err := sys.Root.SpawnNamed(props, "oracle")
 	if err != nil {
 		return nil, err

@@ -98,7 +98,7 @@ type Shard struct {
 func Start(sys *actor.ActorSystem, c Config) (*Shard, error) {
 	s := &Shard{id: c.Desc.Id, root: sys.Root, advance: make(chan struct{}), ready: make(chan struct{})}
 	s.desc.Store(c.Desc)
-	props := actor.PropsFromProducer(func() actor.Actor { return &shardActor{cfg: c, handle: s} })
+	props := actor.PropsFromProducer(func() actor.Actor { return &shardActor{cfg: c, handle: s} }, actor.WithDispatcher(actors.NewDispatcher()))
 	pid, err := sys.Root.SpawnNamed(props, fmt.Sprintf("shard-%d", c.Desc.Id))
 	if err != nil {
 		return nil, err
