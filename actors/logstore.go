@@ -139,6 +139,7 @@ func (s *LogStore) replay(seqs []uint64) error {
 		return nil
 	}
 	var end int64
+	var cut bool
 	for i, seq := range seqs {
 		s.segs = append(s.segs, &walSegment{seq: seq, maxIndex: map[uint64]uint64{}})
 		last := i == len(seqs)-1
@@ -148,11 +149,10 @@ func (s *LogStore) replay(seqs []uint64) error {
 			return err
 		}
 		if torn {
-			st, _ := os.Stat(path)
 			s.log.Warn("raft log ends in a torn record (crash during a write); cutting it off",
-				zap.String("segment", path), zap.Int64("offset", e), zap.Int64("bytes_dropped", st.Size()-e))
+				zap.String("segment", path), zap.Int64("offset", e))
 		}
-		end = e
+		end, cut = e, torn
 	}
 	if err := s.checkReplayed(); err != nil {
 		return err
@@ -162,17 +162,23 @@ func (s *LogStore) replay(seqs []uint64) error {
 	if err != nil {
 		return err
 	}
-	if st, err := f.Stat(); err != nil || st.Size() != end {
-		if err == nil {
+	// Whatever follows the records must be zeros, preallocated (a segment
+	// written before preallocation, or cut, is extended now).
+	st, err := f.Stat()
+	if err == nil && (cut || st.Size() < walSegmentSize) {
+		if cut {
 			err = f.Truncate(end)
+		}
+		if err == nil {
+			err = preallocate(f, walSegmentSize)
 		}
 		if err == nil {
 			err = f.Sync()
 		}
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("cut torn record off %s: %w", path, err)
-		}
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("prepare %s for appending: %w", path, err)
 	}
 	if _, err := f.Seek(end, 0); err != nil {
 		f.Close()
@@ -550,6 +556,14 @@ func (s *LogStore) roll() error {
 			return err
 		}
 		hdr.Writes = append(hdr.Writes, gw)
+	}
+	// The full segment ends with its last record from now on (only the last
+	// segment is followed by preallocated zeros).
+	if err := s.f.Truncate(s.size); err != nil {
+		return err
+	}
+	if err := s.f.Sync(); err != nil {
+		return err
 	}
 	seq := s.segs[len(s.segs)-1].seq + 1
 	f, size, err := createWALSegment(s.dir, seq, hdr)

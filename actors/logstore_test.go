@@ -380,13 +380,12 @@ func writeRecords(t *testing.T, dir string, n int) []int64 {
 	mustSubmit(t, s, &LogWrite{Group: 1, Snap: snapAt(1, 1), State: hs(1, 1, 1)})
 	var ends []int64
 	for i := uint64(2); i < uint64(2+n); i++ {
-		segs := segmentFiles(t, dir)
 		var sizeAtDone int64
 		done := make(chan error, 1)
 		s.Submit(&LogWrite{Group: 1, Entries: ents(1, 1, i, i), State: hs(1, 1, i), Done: func(err error) {
-			// Done is only called once the record is in the file.
-			st, _ := os.Stat(segs[len(segs)-1])
-			sizeAtDone = st.Size()
+			// Done is only called once the record is in the file (the
+			// writer, which calls it, owns s.size).
+			sizeAtDone = s.size
 			done <- err
 		}})
 		if err := <-done; err != nil {
@@ -431,8 +430,8 @@ func TestLogStoreTornTail(t *testing.T) {
 	ends := writeRecords(t, orig, n)
 	seg := segmentFiles(t, orig)[0]
 	full, _ := os.ReadFile(seg)
-	if int64(len(full)) != ends[n-1] {
-		t.Fatalf("segment is %d bytes, last record ends at %d", len(full), ends[n-1])
+	if int64(len(full)) != walSegmentSize || !allZero(full[ends[n-1]:]) {
+		t.Fatalf("segment is %d bytes, last record ends at %d: want zeros up to %d", len(full), ends[n-1], walSegmentSize)
 	}
 	// complete(size) = how many of the n records lie wholly in the first size bytes.
 	complete := func(size int64) int {
@@ -487,6 +486,21 @@ func TestLogStoreTornTail(t *testing.T) {
 	})
 }
 
+// cutToRecords cuts the preallocated zeros off the last segment at path, as
+// a roll does before it creates the next segment.
+func cutToRecords(t *testing.T, path string) {
+	t.Helper()
+	var seq uint64
+	fmt.Sscanf(filepath.Base(path), "wal-%016x.log", &seq)
+	end, _, err := readWALSegment(path, seq, true, func(*walpb.Record) error { return nil })
+	if err == nil {
+		err = os.Truncate(path, end)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func flipByte(t *testing.T, path string, off int64) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -531,6 +545,7 @@ func TestLogStoreBadDirs(t *testing.T) {
 		{"foreign file", func(dir string) { os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o600) }, "not a raft log directory"},
 		{"badger files", func(dir string) { os.WriteFile(filepath.Join(dir, "MANIFEST"), nil, 0o600) }, "badger"},
 		{"last segment without header", func(dir string) {
+			cutToRecords(t, filepath.Join(dir, base(len(segs)-1))) // as a roll does
 			os.WriteFile(filepath.Join(dir, walSegmentName(uint64(len(segs)))), walMagic[:], 0o600)
 		}, "bad file header"},
 		{"last segment with a torn header record", func(dir string) {
@@ -852,4 +867,87 @@ func TestLogStoreModel(t *testing.T) {
 			t.Logf("%d segments left", len(segmentFiles(t, dir)))
 		})
 	}
+}
+
+// TestLogStorePreallocated: the last segment is preallocated with zeros
+// after its records, a torn record there is cut off and zeroed, a segment
+// that was not preallocated (older, or cut) is extended at open, and a roll
+// cuts the full segment to its records.
+func TestLogStorePreallocated(t *testing.T) {
+	orig := t.TempDir()
+	const n = 10
+	ends := writeRecords(t, orig, n)
+	check := func(t *testing.T, dir string, wantTo uint64) {
+		t.Helper()
+		s := openStore(t, dir)
+		checkGroup(t, s, 1, want{state: hs(1, 1, wantTo), snap: snapAt(1, 1), from: 2, to: wantTo})
+		mustSubmit(t, s, &LogWrite{Group: 1, Entries: ents(1, 2, wantTo+1, wantTo+1)})
+		s.Close()
+		b, err := os.ReadFile(segmentFiles(t, dir)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != walSegmentSize {
+			t.Fatalf("segment is %d bytes, want it preallocated to %d", len(b), walSegmentSize)
+		}
+		s = openStore(t, dir)
+		defer s.Close()
+		checkGroup(t, s, 1, want{state: hs(1, 1, wantTo), snap: snapAt(1, 1), from: 2, to: wantTo + 1, terms: map[uint64]uint64{wantTo + 1: 2}})
+		if !allZero(b[s.size:]) {
+			t.Fatalf("bytes after the records (from %d) are not all zero", s.size)
+		}
+	}
+	t.Run("garbage after the records", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		seg := segmentFiles(t, dir)[0]
+		f, err := os.OpenFile(seg, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A torn record: a frame announcing 40 bytes, and 10 of them.
+		frame := []byte{40, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}
+		if _, err := f.WriteAt(frame, ends[n-1]); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		check(t, dir, n+1)
+	})
+	t.Run("not preallocated", func(t *testing.T) {
+		dir := copyDir(t, orig)
+		if err := os.Truncate(segmentFiles(t, dir)[0], ends[n-1]); err != nil {
+			t.Fatal(err)
+		}
+		check(t, dir, n+1)
+	})
+	t.Run("roll", func(t *testing.T) {
+		setSegmentSize(t, 2<<10)
+		dir := t.TempDir()
+		s := openStore(t, dir)
+		mustSubmit(t, s, &LogWrite{Group: 1, Snap: snapAt(1, 1)})
+		for i := uint64(2); i < 400; i++ {
+			mustSubmit(t, s, &LogWrite{Group: 1, Entries: ents(1, 1, i, i)})
+		}
+		s.Close()
+		segs := segmentFiles(t, dir)
+		if len(segs) < 3 {
+			t.Fatalf("want several segments, have %d", len(segs))
+		}
+		for i, seg := range segs {
+			var seq uint64
+			fmt.Sscanf(filepath.Base(seg), "wal-%016x.log", &seq)
+			end, _, err := readWALSegment(seg, seq, true, func(*walpb.Record) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last := i == len(segs)-1; !last && st.Size() != end {
+				t.Errorf("full segment %s is %d bytes, its records end at %d", seg, st.Size(), end)
+			} else if last && st.Size() < walSegmentSize {
+				t.Errorf("last segment %s is %d bytes, want it preallocated to %d", seg, st.Size(), walSegmentSize)
+			}
+		}
+	})
 }

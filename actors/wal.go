@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,6 +35,14 @@ import (
 // has a complete file header and header record. Only the last segment can end
 // in a torn record (a crash during its last write); that record is cut off
 // at open. Any other damage is an error.
+//
+// The last segment is preallocated to walSegmentSize (as etcd does): its
+// records are followed by zeros, and a record appended there changes no file
+// size, which makes its fdatasync markedly cheaper (about 50µs of 200µs on
+// ext4). A zero record length where a record would start, with nothing but
+// zeros after it, ends the last segment. A segment is cut to the end of its
+// records, and synced, before the next one is created, so every other
+// segment ends exactly with its last record.
 // walSegmentSize is the size at which the log rolls to a new segment (a
 // variable for tests).
 var walSegmentSize int64 = 64 << 20
@@ -139,6 +148,9 @@ func readWALSegment(path string, seq uint64, last bool, apply func(*walpb.Record
 		// A segment is created with its header record, atomically: even the
 		// last one cannot have lost it to a torn write.
 		last := last && n > 0
+		if last && allZero(buf[off:]) {
+			return int64(off), false, nil // the preallocated rest
+		}
 		rest := len(buf) - off
 		if rest < walRecordFrameSize {
 			if last {
@@ -159,8 +171,8 @@ func readWALSegment(path string, seq uint64, last bool, apply func(*walpb.Record
 		payload := buf[off+walRecordFrameSize : off+walRecordFrameSize+size]
 		if crc32.Checksum(payload, crcTable) != sum {
 			// Every write is one record followed by an fdatasync, so a crash
-			// can only damage the record that ends the file.
-			if last && off+walRecordFrameSize+size == len(buf) {
+			// can only damage the record that ends the file's data.
+			if last && allZero(buf[off+walRecordFrameSize+size:]) {
 				return int64(off), true, nil
 			}
 			return 0, false, corrupt(off, "record checksum mismatch")
@@ -183,6 +195,20 @@ func readWALSegment(path string, seq uint64, last bool, apply func(*walpb.Record
 	return int64(off), false, nil
 }
 
+var zeroPage [4096]byte
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
 // appendWALRecord frames rec into buf (reusing its capacity).
 func appendWALRecord(buf []byte, rec *walpb.Record) ([]byte, error) {
 	buf = append(buf[:0], make([]byte, walRecordFrameSize)...)
@@ -200,8 +226,9 @@ func appendWALRecord(buf []byte, rec *walpb.Record) ([]byte, error) {
 }
 
 // createWALSegment creates segment seq holding the file header and the
-// header record hdr, atomically (temporary file, sync, rename, directory
-// sync), and returns it open for appending at its end.
+// header record hdr, preallocated to walSegmentSize, atomically (temporary
+// file, sync, rename, directory sync), and returns it open for appending
+// after the header record.
 func createWALSegment(dir string, seq uint64, hdr *walpb.Record) (*os.File, int64, error) {
 	final := filepath.Join(dir, walSegmentName(seq))
 	tmp := final + ".tmp"
@@ -223,6 +250,9 @@ func createWALSegment(dir string, seq uint64, hdr *walpb.Record) (*os.File, int6
 	}
 	buf = append(buf, rb...)
 	if _, err := f.Write(buf); err != nil {
+		return fail(err)
+	}
+	if err := preallocate(f, walSegmentSize); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
