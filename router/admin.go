@@ -8,11 +8,13 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mosaic-kv/mosaic/proto/adminpb"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/shard"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
@@ -41,15 +43,34 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 		return nil, status.Error(codes.InvalidArgument, "split key must not be empty")
 	}
 	// In a cluster the left range's leader splits (its replica drains the
-	// range): the request goes there, once.
-	if conn, err := s.r.node.splitter(ctx, req.Key); err != nil || conn != nil {
+	// range): the request goes there, once. A leader that cannot be reached
+	// (down, most likely) is passed over for the next replica, which knows
+	// the range's new leader, for up to leaderWait.
+	deadline := time.Now().Add(leaderWait)
+	var res *revision.SplitResult
+	var err error
+	for {
+		var conn *grpc.ClientConn
+		var lead uint64
+		conn, lead, err = s.r.node.splitter(ctx, req.Key)
 		if err != nil {
 			return nil, err
 		}
-		return adminpb.NewAdminClient(conn).SplitRange(outgoing(ctx), req)
+		if conn == nil {
+			res, err = s.r.node.Split(ctx, req.Key)
+			if !errors.Is(err, errRangeLeadElsewhere) || time.Now().After(deadline) {
+				break
+			}
+			continue // splitter now knows the leader
+		}
+		resp, err := adminpb.NewAdminClient(conn).SplitRange(outgoing(ctx), req)
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {
+			return resp, err
+		}
+		s.r.node.unreachableLead(s.r.node.oracle.View().RangeFor(req.Key), lead)
+		time.Sleep(50 * time.Millisecond)
 	}
-	res, err := s.r.node.Split(ctx, req.Key)
-	if errors.Is(err, errRangeLeadNotHere) {
+	if errors.Is(err, errRangeLeadNotHere) || errors.Is(err, errRangeLeadElsewhere) {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	if err != nil {

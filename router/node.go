@@ -146,6 +146,11 @@ const defaultReplicationFactor = 3
 // reached it (just after a leader change); asking again shortly succeeds.
 var errRangeLeadNotHere = errors.New("the range's lead has not reached this member yet; retry")
 
+// errRangeLeadElsewhere: a split asked of a member whose replica learned
+// that another leads the range (it just restarted, say): the split goes
+// there.
+var errRangeLeadElsewhere = errors.New("another member leads the range")
+
 // OpenNode opens (or creates) the node's data dir and starts its actors.
 func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	if c.CatchUpEntries == 0 {
@@ -433,6 +438,9 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 		// may lack some of it. Right after a leader change the lead is on
 		// its way here.
 		for deadline := time.Now().Add(leaderWait); !s.Leader(); time.Sleep(20 * time.Millisecond) {
+			if l := s.Lead(); l != 0 && l != n.nodeID {
+				return nil, errRangeLeadElsewhere
+			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				return nil, errRangeLeadNotHere
 			}
@@ -445,14 +453,29 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	}
 	n.splitting.Store(d.Id)
 	if n.cluster {
-		err := n.splitOnPrimary(context.Background(), d.Id, key)
+		// onSplit (as this member's oracle replica applies the split) starts
+		// the new range's replica here as on every replica. A split whose
+		// outcome the oracle's leader did not tell (it lost the lead, or
+		// could not be reached) may still commit: the range stays drained,
+		// and this member the one to make the new range, while the split
+		// may still show up here.
+		pctx, cancel := context.WithTimeout(context.Background(), leaderWait)
+		err := n.splitOnPrimary(pctx, d.Id, key)
+		cancel()
+		wait := splitOutcomeWait
 		if err == nil {
-			// onSplit (as this member's oracle replica applies the split)
-			// starts the new range's replica here as on every replica.
-			var res *revision.SplitResult
-			if res, err = n.awaitSplit(ctx, d.Id, key); err == nil {
-				return res, n.waitShard(ctx, res.Right.Id)
-			}
+			wait = time.Minute
+		} else if errors.Is(err, revision.ErrBadSplit) || errors.Is(err, revision.ErrUnknownRange) {
+			wait = 0
+		}
+		actx, cancel := context.WithTimeout(context.Background(), wait)
+		res, aerr := n.awaitSplit(actx, d.Id, key)
+		cancel()
+		if aerr == nil {
+			return res, n.waitShard(ctx, res.Right.Id)
+		}
+		if err == nil {
+			err = aerr
 		}
 		n.splitting.Store(0)
 		s.Unfreeze(nil)
@@ -475,6 +498,10 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	}
 	return res, nil
 }
+
+// splitOutcomeWait is how long a split whose outcome is unknown is looked
+// for in this member's range table before it is taken as not done.
+const splitOutcomeWait = 3 * time.Second
 
 // awaitSplit waits until this member's oracle replica has applied the split
 // of range id at key, and returns its two sides.

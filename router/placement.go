@@ -211,27 +211,29 @@ func (n *Node) startedAt(id uint64) time.Time {
 }
 
 // splitter returns nil if this member splits at key itself, or a
-// connection to the member leading the range holding key. ctx carries the
-// request's metadata: a request is passed on once.
-func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, error) {
+// connection to the member believed to lead the range holding key, and
+// that member. ctx carries the request's metadata: a request is passed on
+// once.
+func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, uint64, error) {
 	if !n.cluster {
-		return nil, nil
+		return nil, 0, nil
 	}
 	d := n.oracle.View().RangeFor(key)
 	if d == nil {
-		return nil, nil // Split answers
+		return nil, 0, nil // Split answers
 	}
 	if s := n.shard(d.Id); s != nil && s.Leader() {
-		return nil, nil
+		return nil, 0, nil
 	}
 	lead := n.rangeLead(d)
 	if lead == n.nodeID || lead == 0 {
-		return nil, nil // Split waits for the lead a moment
+		return nil, 0, nil // Split waits for the lead a moment
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
-		return nil, status.Errorf(codes.Unavailable, "range %d's lead moved on; retry", d.Id)
+		return nil, 0, status.Errorf(codes.Unavailable, "range %d's lead moved on; retry", d.Id)
 	}
-	return n.peerConn(lead)
+	conn, err := n.peerConn(lead)
+	return conn, lead, err
 }
 
 // PinRangeLead puts range id's lead on member to for good (until another

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -294,20 +295,22 @@ func (r resolver) Fate(ctx context.Context, txn uint64) (int64, bool, error) {
 }
 
 func (r resolver) Resolve(ctx context.Context, txn uint64) (int64, error) {
-	rev, err := r.n.oracle.Resolve(ctx, txn)
-	if !errors.Is(err, revision.ErrNotLeader) || !r.n.cluster {
-		return rev, err
+	v := r.n.oracle.View()
+	if !r.n.cluster || v.Leader {
+		return r.n.oracle.Resolve(ctx, txn)
 	}
-	lead := r.n.oracle.View().Lead
-	if lead == 0 || lead == r.n.nodeID {
-		return 0, err
+	if rev, known, err := r.n.oracle.Fate(ctx, txn); err == nil && known {
+		return rev, fateErr(rev)
 	}
-	conn, cerr := r.n.peerConn(lead)
-	if cerr != nil {
-		return 0, err
+	if v.Lead == 0 {
+		return 0, revision.ErrNotLeader
 	}
-	resp, cerr := rangepb.NewRangesClient(conn).Resolve(ctx, &rangepb.ResolveRequest{Txn: txn})
-	if cerr != nil {
+	conn, err := r.n.peerConn(v.Lead)
+	if err != nil {
+		return 0, revision.ErrNotLeader
+	}
+	resp, err := rangepb.NewRangesClient(conn).Resolve(ctx, &rangepb.ResolveRequest{Txn: txn})
+	if err != nil {
 		return 0, revision.ErrNotLeader
 	}
 	if resp.Error != nil {
@@ -319,29 +322,52 @@ func (r resolver) Resolve(ctx context.Context, txn uint64) (int64, error) {
 	return resp.Rev, nil
 }
 
+// fateErr is Resolve's answer for a known fate: aborted (rev 0) or not.
+func fateErr(rev int64) error {
+	if rev == 0 {
+		return revision.ErrAborted
+	}
+	return nil
+}
+
 // splitOnPrimary records a split in the range table on the oracle's
-// leader (this member, or another).
+// leader (this member, or another). A request the leader refused unheard
+// (not the leader, or not reachable) goes to the next leader, until ctx
+// ends.
 func (n *Node) splitOnPrimary(ctx context.Context, id uint64, key []byte) error {
-	if n.oracle.View().Leader || !n.cluster {
-		_, err := n.oracle.Split(ctx, id, key)
-		return err
+	for {
+		v := n.oracle.View()
+		if v.Leader || !n.cluster {
+			_, err := n.oracle.Split(ctx, id, key)
+			return err
+		}
+		err := revision.ErrNotLeader
+		if conn, cerr := n.peerConn(v.Lead); v.Lead != 0 && cerr == nil {
+			var resp *rangepb.SplitResponse
+			resp, err = rangepb.NewRangesClient(conn).Split(ctx, &rangepb.SplitRequest{RangeId: id, Key: key})
+			switch {
+			case err != nil && !notSent(err):
+				return err
+			case err != nil:
+				err = revision.ErrNotLeader
+			case resp.Error == nil:
+				return nil
+			case resp.Error.Kind == rangepb.Error_NOT_LEADER, resp.Error.Kind == rangepb.Error_DROPPED:
+				err = revision.ErrNotLeader
+			case strings.Contains(resp.Error.Message, revision.ErrBadSplit.Error()):
+				return fmt.Errorf("%w (%s)", revision.ErrBadSplit, resp.Error.Message)
+			case strings.Contains(resp.Error.Message, revision.ErrUnknownRange.Error()):
+				return fmt.Errorf("%w (%s)", revision.ErrUnknownRange, resp.Error.Message)
+			default:
+				return errFromPB(resp.Error)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	lead := n.oracle.View().Lead
-	if lead == 0 {
-		return revision.ErrNotLeader
-	}
-	conn, err := n.peerConn(lead)
-	if err != nil {
-		return err
-	}
-	resp, err := rangepb.NewRangesClient(conn).Split(ctx, &rangepb.SplitRequest{RangeId: id, Key: key})
-	if err != nil {
-		return err
-	}
-	if resp.Error != nil && resp.Error.Kind == rangepb.Error_NOT_LEADER {
-		return revision.ErrNotLeader
-	}
-	return errFromPB(resp.Error)
 }
 
 // groupOp runs an operation on range d's group on its leader (this member

@@ -41,6 +41,7 @@ const (
 	killRangeLeader                   // SIGKILL the leader of a range holding test keys
 	killFollower                      // SIGKILL a member that is not the oracle's leader
 	moveLeader                        // move the lead to another member (etcd's MoveLeader, or Admin TransferLeader)
+	moveReplica                       // move a replica of a range holding test keys to a member without one (Admin MoveReplica)
 	numFaultKinds
 )
 
@@ -62,15 +63,22 @@ type faultControl struct {
 	base    time.Time // when the workload began; zero before
 	onKill  func(int) // if set, called right after a member is SIGKILLed, with its index
 
+	// kinds are the faults the loop injects: every kind but moveReplica, which needs more
+	// members than replicas (withReplicaMoves).
+	kinds []faultKind
+
 	kills            [numFaultKinds]int
 	moves, movesOK   int
+	replicaMoves     int // replica moves asked for
+	replicaMovesOK   int // and done
 	online, onlineOK int // splits during the workload: asked for, acknowledged
 	splits           []splitResult
 }
 
 func newFaultControl(ctx context.Context, t *testing.T, cluster *harness.Cluster, say func(string, ...any)) *faultControl {
 	t.Helper()
-	f := &faultControl{t: t, cluster: cluster, members: cluster.Members(), etcd: harness.SubjectIsEtcd(), say: say}
+	f := &faultControl{t: t, cluster: cluster, members: cluster.Members(), etcd: harness.SubjectIsEtcd(), say: say,
+		kinds: []faultKind{killOracleLeader, killRangeLeader, killFollower, moveLeader}}
 	for _, m := range f.members {
 		c := harness.NewClient(t, m.Endpoint())
 		t.Cleanup(func() { c.Close() })
@@ -166,7 +174,7 @@ func describeRange(r *adminpb.RangeInfo) string {
 // first, in an order drawn from the seed, then at random), sometimes a split while the
 // killed member is down or after the fault. A killed member stays down 1 to 2 seconds.
 func (f *faultControl) run(rng *rand.Rand, deadline time.Time) {
-	first := rng.Perm(int(numFaultKinds))
+	first := rng.Perm(len(f.kinds))
 	splitKeys := slices.Clone(faultOnlineSplits)
 	rng.Shuffle(len(splitKeys), func(i, j int) { splitKeys[i], splitKeys[j] = splitKeys[j], splitKeys[i] })
 	split := func(when string) {
@@ -187,12 +195,14 @@ func (f *faultControl) run(rng *rand.Rand, deadline time.Time) {
 		if time.Until(deadline) < time.Second {
 			return
 		}
-		kind := faultKind(rng.IntN(int(numFaultKinds)))
+		kind := f.kinds[rng.IntN(len(f.kinds))]
 		if step < len(first) {
-			kind = faultKind(first[step])
+			kind = f.kinds[first[step]]
 		}
 		splitAt := rng.IntN(3) // 0: while the member is down (or right after a leader transfer), 1: after the fault, 2: no split
-		if kind == moveLeader {
+		if kind == moveReplica {
+			f.moveReplica(rng)
+		} else if kind == moveLeader {
 			f.moveLeader(rng)
 			if splitAt == 0 {
 				split("right after a leader transfer")
@@ -276,6 +286,82 @@ func (f *faultControl) pickVictim(ctx context.Context, rng *rand.Rand, kind faul
 		why += fmt.Sprintf("; it leads %d of %d ranges %v", len(led), len(ranges), led)
 	}
 	return victim, why
+}
+
+// moveReplica moves the replica of a range holding test keys from one member (half the
+// time the range's leader) to a running member without one, with the Admin service's
+// MoveReplica asked of a random member (one that is not the oracle's leader forwards it).
+func (f *faultControl) moveReplica(rng *rand.Rand) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	at := f.when()
+	_, ranges := f.layout(ctx, rng)
+	var cands []*adminpb.RangeInfo
+	for _, r := range ranges {
+		if holdsTestKeys(r) && len(r.Replicas) < len(f.members) {
+			cands = append(cands, r)
+		}
+	}
+	if len(cands) == 0 {
+		f.say("%s replica move skipped: no range with a member to spare", at)
+		return
+	}
+	r := cands[rng.IntN(len(cands))]
+	from := r.Replicas[rng.IntN(len(r.Replicas))]
+	fromWhat := "a follower"
+	if rng.IntN(2) == 0 && r.Leader != 0 {
+		from = r.Leader
+	}
+	if from == r.Leader {
+		fromWhat = "its leader"
+	}
+	to := -1
+	for _, i := range f.running(rng) {
+		if !slices.Contains(r.Replicas, f.ids[i]) {
+			to = i
+		}
+	}
+	if to < 0 {
+		f.say("%s replica move skipped: the member without %s is down", at, describeRange(r))
+		return
+	}
+	via := f.running(rng)[0]
+	f.replicaMoves++
+	start := time.Now()
+	resp, err := f.admin(via).MoveReplica(ctx, &adminpb.MoveReplicaRequest{RangeId: r.Id, From: from, To: f.ids[to]}, grpc.WaitForReady(true))
+	how := fmt.Sprintf("move of %s's replica on %s (%s) to %s (via %s)", describeRange(r), f.name(f.byID(from)), fromWhat, f.name(to), f.name(via))
+	took := time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		f.say("%s %s failed after %s: %v", at, how, took, err)
+		return
+	}
+	f.replicaMovesOK++
+	var names []string
+	for _, id := range resp.Range.Replicas {
+		names = append(names, f.name(f.byID(id)))
+	}
+	f.say("%s %s done in %s; replicas now %v", at, how, took, names)
+}
+
+// awaitReplicas waits until every range has rf replicas, failing the test after d.
+func (f *faultControl) awaitReplicas(rf int, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		_, ranges := f.layout(ctx, rand.New(rand.NewPCG(0, 0)))
+		done := len(ranges) > 0
+		for _, r := range ranges {
+			done = done && len(r.Replicas) == rf
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			f.t.Fatalf("ranges did not get %d replicas each in %s", rf, d)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // moveLeader moves the cluster's lead to another member: with etcd's MoveLeader sent to the
@@ -398,9 +484,9 @@ func (f *faultControl) printRanges(label string) {
 }
 
 func (f *faultControl) summary() string {
-	return fmt.Sprintf("faults: %d SIGKILLs (%d of the oracle's leader, %d of a range's leader, %d of a follower), %d leader transfers (%d done), %d online splits (%d acknowledged)",
+	return fmt.Sprintf("faults: %d SIGKILLs (%d of the oracle's leader, %d of a range's leader, %d of a follower), %d leader transfers (%d done), %d replica moves (%d done), %d online splits (%d acknowledged)",
 		f.kills[killOracleLeader]+f.kills[killRangeLeader]+f.kills[killFollower], f.kills[killOracleLeader], f.kills[killRangeLeader], f.kills[killFollower],
-		f.moves, f.movesOK, f.online, f.onlineOK)
+		f.moves, f.movesOK, f.replicaMoves, f.replicaMovesOK, f.online, f.onlineOK)
 }
 
 // checkCoverage fails the test if the faults did not happen: no kill at all, or every
@@ -416,6 +502,9 @@ func (f *faultControl) checkCoverage(duration time.Duration) {
 	}
 	if f.online > 0 && f.onlineOK == 0 {
 		t.Errorf("none of %d online splits was acknowledged", f.online)
+	}
+	if slices.Contains(f.kinds, moveReplica) && f.replicaMovesOK == 0 {
+		t.Errorf("none of %d replica moves was done", f.replicaMoves)
 	}
 }
 

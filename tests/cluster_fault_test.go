@@ -179,6 +179,24 @@ type finalKV struct {
 // no ranges: the splits and range checks are skipped there).
 func TestClusterFaultsLinearizable(t *testing.T) {
 	t.Parallel()
+	runClusterFaults(t, 3, false)
+}
+
+// TestClusterFaultsReplicaMoves is TestClusterFaultsLinearizable on four members, each
+// range on three of them (the default replication factor), with one more fault: moving a
+// range's replica (from its leader or a follower) to the member without one, with
+// Mosaic's Admin MoveReplica, under the workload.
+func TestClusterFaultsReplicaMoves(t *testing.T) {
+	if harness.SubjectIsEtcd() {
+		t.Skip("Mosaic's replica moves")
+	}
+	t.Parallel()
+	runClusterFaults(t, 4, true)
+}
+
+// runClusterFaults runs the fault test on a cluster of n members, with replica moves
+// among the faults if moves is set.
+func runClusterFaults(t *testing.T, n int, moves bool) {
 	duration := defaultFaultDuration
 	if s := os.Getenv(faultDurationEnv); s != "" {
 		d, err := time.ParseDuration(s)
@@ -192,7 +210,7 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 	say("seed %d (%s=%d to replay), workload %s", seed, faultSeedEnv, seed, duration)
 
 	testStart := time.Now()
-	cluster := harness.StartCluster(t, 3, harness.ClusterOptions{})
+	cluster := harness.StartCluster(t, n, harness.ClusterOptions{})
 	members := cluster.Members()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := cluster.WaitReady(ctx); err != nil {
@@ -200,6 +218,9 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 	}
 	f := newFaultControl(ctx, t, cluster, say)
 	cancel()
+	if moves {
+		f.kinds = append(f.kinds, moveReplica)
+	}
 	say("cluster ready %s after the start of the test (building the server included)", time.Since(testStart).Round(time.Millisecond))
 
 	// Many ranges: split so that the keys of every pair lie in different ranges.
@@ -210,6 +231,11 @@ func TestClusterFaultsLinearizable(t *testing.T) {
 		if s.err != nil {
 			t.Fatalf("split at %q before the workload: %v", k, s.err)
 		}
+	}
+	if moves {
+		// The rebalancer takes the initial ranges down to three replicas each, which
+		// leaves a member to move a replica to.
+		f.awaitReplicas(3, time.Minute)
 	}
 	f.printRanges("ranges before the workload")
 	// Live watchers from a revision before the workload (see cluster_fault_watch_test.go).
