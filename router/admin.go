@@ -61,7 +61,8 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 			if !errors.Is(err, errRangeLeadElsewhere) || time.Now().After(deadline) {
 				break
 			}
-			continue // splitter now knows the leader
+			time.Sleep(20 * time.Millisecond)
+			continue // where the lead belongs may be known by now
 		}
 		resp, err := adminpb.NewAdminClient(conn).SplitRange(outgoing(ctx), req)
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil || time.Now().After(deadline) {

@@ -166,6 +166,7 @@ func (n *Node) MemberID() uint64 { return n.oracle.View().MemberID }
 // revision up to the split, so that the new range's data is complete here
 // before it serves a read. Decisions for the new range wait in n.early.
 func (n *Node) onSplit(res *revision.SplitResult) {
+	n.markKnown(res.Left, res.Right)
 	n.startMu.Lock()
 	n.created[res.Right.Id] = res.StartRev
 	n.splitMembers[res.Right.Id] = res.Members
@@ -414,9 +415,11 @@ func rememberJoin(store *mvcc.Store, join *bool) error {
 }
 
 // reconcile brings the shards in line with the range table after the
-// oracle installed a snapshot: ranges made by splits it skipped start here
-// (empty, to be sent their snapshots), and running ones take their spans.
+// oracle installed a snapshot, or applied splits while the node started:
+// ranges made by splits it skipped start here (empty, to be sent their
+// snapshots), and running ones take their spans.
 func (n *Node) reconcile() {
+	n.markKnown(n.oracle.View().Ranges...)
 	for _, d := range n.oracle.View().Ranges {
 		if s := n.shard(d.Id); s != nil {
 			if cur := s.Desc(); string(cur.Start) != string(d.Start) || string(cur.End) != string(d.End) {

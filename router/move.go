@@ -13,6 +13,7 @@ import (
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 	"github.com/mosaic-kv/mosaic/proto/rangepb"
+	"github.com/mosaic-kv/mosaic/revision"
 )
 
 // Moving replicas: all of it runs on the primary, one change at a time
@@ -335,6 +336,41 @@ func (n *Node) rebalanceOnce(ctx context.Context) (acted bool, err error) {
 		if to != 0 && counts[most]-counts[to] > 1 {
 			_, err := n.moveReplica(ctx, d.Id, most, to)
 			return true, err
+		}
+	}
+	if len(counts) > rf {
+		return n.balanceLeads(ctx, v, counts)
+	}
+	return false, nil
+}
+
+// balanceLeads spreads the ranges' leads when there are more voting
+// members than replicas per range (with fewer, every member holds every
+// range and the leads stay with the primary, which runs the writes): the
+// lead of a range whose lead belongs on the member with the most goes, for
+// good (lead_pinned), to a replica on a member with at least two fewer.
+func (n *Node) balanceLeads(ctx context.Context, v *revision.View, counts map[uint64]int) (bool, error) {
+	leads := map[uint64]int{}
+	for id := range counts {
+		leads[id] = 0
+	}
+	for _, d := range v.Ranges {
+		leads[preferredLead(d, v.Lead)]++
+	}
+	for _, d := range v.Ranges {
+		from := preferredLead(d, v.Lead)
+		for _, to := range d.Replicas {
+			if _, voter := counts[to]; !voter || leads[from]-leads[to] < 2 {
+				continue
+			}
+			reps := append([]uint64{to}, slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == to })...)
+			if err := n.oracle.SetReplicas(ctx, d.Id, reps, true); err != nil {
+				return true, toGRPC(err)
+			}
+			// The replica there asks for the lead by itself; this only hurries it.
+			_, _ = n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_TransferTo{TransferTo: to}})
+			n.lg.Info("moved a range's lead", zap.Uint64("range", d.Id), zap.Uint64("from", from), zap.Uint64("to", to))
+			return true, nil
 		}
 	}
 	return false, nil

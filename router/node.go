@@ -132,6 +132,11 @@ type Node struct {
 	// left side (onSplit); startTimes: when each replica here started.
 	pendingSplit map[uint64]bool
 	startTimes   map[uint64]time.Time
+	// known: ranges whose making this member has followed (at start, in
+	// onSplit, or from an oracle snapshot); only those are started by
+	// syncReplicas and adopt, so that a split's new range starts the way
+	// onSplit does.
+	known map[uint64]bool
 	removed      chan struct{}
 	removedMu    sync.Once
 }
@@ -146,9 +151,9 @@ const defaultReplicationFactor = 3
 // reached it (just after a leader change); asking again shortly succeeds.
 var errRangeLeadNotHere = errors.New("the range's lead has not reached this member yet; retry")
 
-// errRangeLeadElsewhere: a split asked of a member whose replica learned
-// that another leads the range (it just restarted, say): the split goes
-// there.
+// errRangeLeadElsewhere: a split asked of a member where the range's lead
+// does not belong (the table or the primary changed meanwhile): the split
+// goes where it belongs.
 var errRangeLeadElsewhere = errors.New("another member leads the range")
 
 // OpenNode opens (or creates) the node's data dir and starts its actors.
@@ -180,7 +185,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	n := &Node{cfg: c, lg: c.Logger, sys: sys, logs: logs, store: store, nodeID: singleNodeID, shards: map[uint64]*shard.Shard{},
 		applied: make(chan struct{}), speculative: !c.NoSpeculation, early: map[uint64][]revision.Decided{}, created: map[uint64]int64{},
 		splitMembers: map[uint64][]*raftcmdpb.Member{}, authoritative: map[uint64]bool{}, removed: make(chan struct{}),
-		pendingSplit: map[uint64]bool{}, startTimes: map[uint64]time.Time{}}
+		pendingSplit: map[uint64]bool{}, startTimes: map[uint64]time.Time{}, known: map[uint64]bool{}}
 	if len(c.Members) > 1 {
 		// A member keeps the ids it was created with.
 		st, _, err := (&revision.Persister{Store: store}).Load()
@@ -225,6 +230,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, fmt.Errorf("waiting for the revision oracle: %w", err)
 	}
+	n.markKnown(n.oracle.View().Ranges...)
 	for _, d := range n.oracle.View().Ranges {
 		if !n.holds(d) {
 			continue
@@ -241,6 +247,12 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		}
 	}
 	n.started.Store(true)
+	if n.cluster {
+		// The oracle may have applied splits (from its leader) while the
+		// shards above started with the table as it was: onSplit left them
+		// to OpenNode, which follows them now.
+		n.reconcile()
+	}
 	if v := n.oracle.View(); n.cluster && len(v.Members) > 0 && findMember(v.Members, n.nodeID) == nil {
 		n.removedMu.Do(func() { close(n.removed) })
 	}
@@ -435,10 +447,11 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	if n.cluster {
 		// The member that splits holds the new range's data from the
 		// start, so it must be the left range's leader: a replica behind
-		// may lack some of it. Right after a leader change the lead is on
-		// its way here.
-		for deadline := time.Now().Add(leaderWait); !s.Leader(); time.Sleep(20 * time.Millisecond) {
-			if l := s.Lead(); l != 0 && l != n.nodeID {
+		// may lack some of it. It must also be where the lead belongs, or
+		// the lead could move on while it splits. Right after a leader
+		// change the lead is on its way here.
+		for deadline := time.Now().Add(leaderWait); !s.Leader() || !n.preferLead(d.Id); time.Sleep(20 * time.Millisecond) {
+			if !n.preferLead(d.Id) {
 				return nil, errRangeLeadElsewhere
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {

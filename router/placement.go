@@ -77,10 +77,15 @@ func (n *Node) preferLead(id uint64) bool {
 }
 
 // preferredLead is the member a range's lead belongs on, given the
-// primary; 0 when the range has no recorded replicas and no primary is
-// known.
+// primary; 0 when that depends on a primary not known (a member that just
+// started knows none yet).
 func preferredLead(d *raftcmdpb.RangeDesc, primary uint64) uint64 {
-	if len(d.Replicas) == 0 || (!d.LeadPinned && primary != 0 && slices.Contains(d.Replicas, primary)) {
+	switch {
+	case len(d.Replicas) > 0 && d.LeadPinned:
+		return d.Replicas[0]
+	case primary == 0:
+		return 0
+	case len(d.Replicas) == 0 || slices.Contains(d.Replicas, primary):
 		return primary
 	}
 	return d.Replicas[0]
@@ -154,7 +159,7 @@ func (n *Node) syncReplicas() {
 		if n.shard(d.Id) != nil || !n.holds(d) {
 			continue
 		}
-		if n.splitPending(d.Id) {
+		if n.splitPending(d.Id) || !n.isKnown(d.Id) {
 			continue // onSplit starts it once the left side is ready
 		}
 		if _, err := n.startShard(d); err != nil {
@@ -172,11 +177,12 @@ func (n *Node) splitPending(id uint64) bool {
 }
 
 // adopt starts an empty replica of a range whose leader sent this member a
-// message: the range's group is adding it.
+// message: the range's group is adding it. The ranges the table lists this
+// member for start by themselves (OpenNode, onSplit, syncReplicas).
 func (n *Node) adopt(group uint64) {
 	v := n.oracle.View()
 	d := v.RangeByID(group)
-	if d == nil || !n.started.Load() || n.splitPending(group) {
+	if d == nil || !n.started.Load() || n.holds(d) || n.splitPending(group) || !n.isKnown(group) {
 		return
 	}
 	go func() {
@@ -203,6 +209,21 @@ func (n *Node) collectReplicas() {
 	}
 }
 
+// markKnown records that this member followed the making of ranges.
+func (n *Node) markKnown(ds ...*raftcmdpb.RangeDesc) {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	for _, d := range ds {
+		n.known[d.Id] = true
+	}
+}
+
+func (n *Node) isKnown(id uint64) bool {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	return n.known[id]
+}
+
 // startedAt is when this member's replica of range id started.
 func (n *Node) startedAt(id uint64) time.Time {
 	n.startMu.Lock()
@@ -211,29 +232,30 @@ func (n *Node) startedAt(id uint64) time.Time {
 }
 
 // splitter returns nil if this member splits at key itself, or a
-// connection to the member believed to lead the range holding key, and
-// that member. ctx carries the request's metadata: a request is passed on
-// once.
+// connection to the member that does, and that member: the member where
+// the lead of the range holding key belongs (see preferredLead). Only
+// there does the lead stay while the range is drained and split; a
+// leader elsewhere would hand its lead over meanwhile, and its successor
+// could take writes into the span that leaves. ctx carries the request's
+// metadata: a request is passed on once.
 func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, uint64, error) {
 	if !n.cluster {
 		return nil, 0, nil
 	}
-	d := n.oracle.View().RangeFor(key)
+	v := n.oracle.View()
+	d := v.RangeFor(key)
 	if d == nil {
 		return nil, 0, nil // Split answers
 	}
-	if s := n.shard(d.Id); s != nil && s.Leader() {
-		return nil, 0, nil
-	}
-	lead := n.rangeLead(d)
-	if lead == n.nodeID || lead == 0 {
+	to := preferredLead(d, v.Lead)
+	if to == n.nodeID || to == 0 {
 		return nil, 0, nil // Split waits for the lead a moment
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
-		return nil, 0, status.Errorf(codes.Unavailable, "range %d's lead moved on; retry", d.Id)
+		return nil, 0, status.Errorf(codes.Unavailable, "range %d's lead belongs on another member now; retry", d.Id)
 	}
-	conn, err := n.peerConn(lead)
-	return conn, lead, err
+	conn, err := n.peerConn(to)
+	return conn, to, err
 }
 
 // PinRangeLead puts range id's lead on member to for good (until another

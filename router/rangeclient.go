@@ -37,7 +37,10 @@ type rangeConn interface {
 func (n *Node) rangeConnFor(d *raftcmdpb.RangeDesc) (rangeConn, error) {
 	s := n.shard(d.Id)
 	switch {
-	case s != nil && (s.Leader() || !n.cluster):
+	case s != nil && (s.Leader() || !n.cluster || n.preferLead(d.Id)):
+		// A range whose lead belongs here (the primary holds it) is
+		// waited for here while its lead moves here (Latch answers
+		// ErrNotLeader, and the attempt is run again).
 		return s, nil
 	case !n.cluster:
 		return nil, errRetry // a split's new range is starting
@@ -370,23 +373,30 @@ func (n *Node) splitOnPrimary(ctx context.Context, id uint64, key []byte) error 
 	}
 }
 
+// groupOpWait bounds one attempt of a group operation.
+const groupOpWait = 5 * time.Second
+
 // groupOp runs an operation on range d's group on its leader (this member
-// or another), following the leader as it is told of it, for up to
-// leaderWait.
+// or another), following the leader as it is told of it, for up to three
+// attempts' time.
 func (n *Node) groupOp(ctx context.Context, d *raftcmdpb.RangeDesc, req *rangepb.GroupRequest) (*rangepb.GroupResponse, error) {
 	req.RangeId = d.Id
-	deadline := time.Now().Add(leaderWait)
+	deadline := time.Now().Add(3 * groupOpWait)
 	for {
 		lead := n.rangeLead(d)
 		var resp *rangepb.GroupResponse
 		var err error
+		// One attempt is bounded: a leader that stopped answering (or a
+		// change that does not apply) is asked again, or its successor.
+		actx, cancel := context.WithTimeout(ctx, groupOpWait)
 		if lead == n.nodeID {
-			resp, err = (&rangeServer{n: n}).Group(ctx, req)
+			resp, err = (&rangeServer{n: n}).Group(actx, req)
 		} else if conn, cerr := n.peerConn(lead); cerr != nil || lead == 0 {
 			err = fmt.Errorf("range %d has no leader", d.Id)
 		} else {
-			resp, err = rangepb.NewRangesClient(conn).Group(ctx, req)
+			resp, err = rangepb.NewRangesClient(conn).Group(actx, req)
 		}
+		cancel()
 		if err == nil && resp.Error == nil {
 			return resp, nil
 		}

@@ -485,6 +485,20 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		for _, txn := range m.txns {
 			a.onAbortedNotice(txn)
 		}
+	case *unfreezeMsg:
+		// The span changes at once, even while recovering: every entry
+		// applied from now on is clipped to it (a split's new range may
+		// already hold the keys that left).
+		if m.desc != nil {
+			a.desc = m.desc
+			a.pruneLeaseIndex()
+		}
+		resume := &unfreezeMsg{}
+		if a.recovering {
+			a.stash = append(a.stash, resume)
+			break
+		}
+		a.handle1(resume)
 	case *leadRetryMsg:
 		if m.epoch == a.epoch && a.leader && !a.leading {
 			a.leadResolving = false

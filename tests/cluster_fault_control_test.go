@@ -175,6 +175,11 @@ func describeRange(r *adminpb.RangeInfo) string {
 // killed member is down or after the fault. A killed member stays down 1 to 2 seconds.
 func (f *faultControl) run(rng *rand.Rand, deadline time.Time) {
 	first := rng.Perm(len(f.kinds))
+	if i := slices.Index(f.kinds, moveReplica); i >= 0 {
+		// A replica move first, so that a short workload has one.
+		j := slices.Index(first, i)
+		first[0], first[j] = first[j], first[0]
+	}
 	splitKeys := slices.Clone(faultOnlineSplits)
 	rng.Shuffle(len(splitKeys), func(i, j int) { splitKeys[i], splitKeys[j] = splitKeys[j], splitKeys[i] })
 	split := func(when string) {

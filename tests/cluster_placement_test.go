@@ -19,8 +19,8 @@ import (
 )
 
 // TestClusterReplicationFactor runs five members with the default replication factor
-// of 3: every range ends up on three members, spread so that no member holds more than
-// one range more than another, and every member serves every request (writes,
+// of 3: every range ends up on three members, spread so that no member holds (or leads)
+// more than one range more than another, and every member serves every request (writes,
 // linearizable and serializable reads, cross-range transactions, watches) whether or
 // not it holds the ranges involved. Then, under writes, `mosaicctl range move` moves
 // replicas (one off the oracle's leader), a member holding replicas is killed, and
@@ -227,8 +227,8 @@ func TestClusterReplicationFactor(t *testing.T) {
 	t.Logf("%d keys written under 2 moves and a kill", len(acked))
 }
 
-// checkSpread checks that every range has rf replicas and that members' replica counts
-// differ by at most one.
+// checkSpread checks that every range has rf replicas and that members' replica counts,
+// and the counts of ranges they lead, differ by at most one.
 func checkSpread(ctx context.Context, endpoint string, rf int) error {
 	conn, err := grpc.NewClient(endpoint[len("http://"):], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -253,14 +253,21 @@ func checkSpread(ctx context.Context, endpoint string, rf int) error {
 		return err
 	}
 	lo, hi := 1<<30, 0
+	llo, lhi := 1<<30, 0
+	leads := map[uint64]uint32{}
 	for _, n := range ns.Nodes {
 		if int(n.Ranges) != counts[n.Id] {
 			return fmt.Errorf("node list says %x holds %d ranges, range list %d", n.Id, n.Ranges, counts[n.Id])
 		}
 		lo, hi = min(lo, counts[n.Id]), max(hi, counts[n.Id])
+		llo, lhi = min(llo, int(n.Leaders)), max(lhi, int(n.Leaders))
+		leads[n.Id] = n.Leaders
 	}
 	if hi-lo > 1 {
 		return fmt.Errorf("replica counts %v", counts)
+	}
+	if lhi-llo > 1 {
+		return fmt.Errorf("leader counts %v", leads)
 	}
 	return nil
 }
