@@ -136,9 +136,9 @@ type Node struct {
 	// onSplit, or from an oracle snapshot); only those are started by
 	// syncReplicas and adopt, so that a split's new range starts the way
 	// onSplit does.
-	known map[uint64]bool
-	removed      chan struct{}
-	removedMu    sync.Once
+	known     map[uint64]bool
+	removed   chan struct{}
+	removedMu sync.Once
 }
 
 const singleNodeID = 1 // single node: every group has this one voter

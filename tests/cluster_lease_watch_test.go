@@ -258,12 +258,24 @@ func TestClusterRequireLeader(t *testing.T) {
 	// require-leader watch opened in a moment without a leader (an election under a
 	// loaded machine) is refused, as etcd refuses it, and is opened again.
 	var rlWatch clientv3.WatchChan
+	// A watch opened on a member that has not yet applied the write before it (a
+	// follower, in etcd too) starts before that write and sees it first.
 	established := func(wc clientv3.WatchChan, key string) bool {
-		select {
-		case wr, ok := <-wc:
-			return ok && wr.Err() == nil && len(wr.Events) > 0 && string(wr.Events[0].Kv.Key) == key
-		case <-time.After(5 * time.Second):
-			return false
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case wr, ok := <-wc:
+				if !ok || wr.Err() != nil {
+					return false
+				}
+				for _, ev := range wr.Events {
+					if string(ev.Kv.Key) == key {
+						return true
+					}
+				}
+			case <-timeout:
+				return false
+			}
 		}
 	}
 	for attempt := 0; ; attempt++ {
