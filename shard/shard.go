@@ -74,6 +74,9 @@ type Config struct {
 	// CatchUpEntries: in a cluster, the log keeps this many entries below
 	// the applied index when truncated.
 	CatchUpEntries uint64
+	// TableDesc, if set, returns the range as the node's range table has
+	// it now (nil if unknown): a replica never applies writes outside it.
+	TableDesc func() *raftcmdpb.RangeDesc
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -1635,7 +1638,7 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 		switch o := op.Op.(type) {
 		case *raftcmdpb.Op_Put:
 			p := o.Put
-			if a.cluster && !revision.Contains(a.desc, p.Key) {
+			if a.cluster && !a.ownsKey(p.Key) {
 				break // the key moved to another range (see clipToRange)
 			}
 			prev, err := w.Put(rev, op.Sub, mvcc.Put{Key: p.Key, Value: p.Value, Lease: p.Lease, IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease})
@@ -1658,7 +1661,7 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 			key, end := d.Key, d.End
 			if a.cluster {
 				var ok bool
-				if key, end, ok = clipToRange(a.desc, key, end); !ok {
+				if key, end, ok = a.ownedSpan(d); !ok {
 					break
 				}
 			}
@@ -1763,5 +1766,30 @@ func (a *shardActor) ownedSpan(d *raftcmdpb.DeleteOp) ([]byte, []byte, bool) {
 	if !a.cluster {
 		return d.Key, d.End, true
 	}
-	return clipToRange(a.desc, d.Key, d.End)
+	key, end, ok := clipToRange(a.desc, d.Key, d.End)
+	if t := a.tableDesc(); ok && t != nil {
+		key, end, ok = clipToRange(t, key, end)
+	}
+	return key, end, ok
+}
+
+// ownsKey reports whether the replica applies writes to key: inside its
+// span, and inside the range as the node's range table has it now (the
+// table learns of a split before the replica's span follows it, and the
+// split's new range may already hold the keys that left).
+func (a *shardActor) ownsKey(key []byte) bool {
+	if !revision.Contains(a.desc, key) {
+		return false
+	}
+	t := a.tableDesc()
+	return t == nil || revision.Contains(t, key)
+}
+
+// tableDesc is the range as the node's range table has it now (nil if
+// the node does not say).
+func (a *shardActor) tableDesc() *raftcmdpb.RangeDesc {
+	if a.cfg.TableDesc == nil {
+		return nil
+	}
+	return a.cfg.TableDesc()
 }
