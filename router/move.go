@@ -28,8 +28,9 @@ import (
 //  4. from hands over the lead if it has it, then leaves the group; its
 //     member stops the replica (collectReplicas).
 //
-// A move that fails part way leaves the group with an extra learner or
-// voter; moving again, or the rebalancer, finishes or undoes it.
+// A move that fails before the table records it takes the new replica
+// back out of the group; one that fails later leaves the old replica in
+// the group, which moving again finishes.
 
 // catchUpWait bounds how long a new replica may take to catch up.
 const catchUpWait = 2 * time.Minute
@@ -73,6 +74,12 @@ func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 		return nil, fmt.Errorf("member %x holds no replica of range %d", from, id)
 	}
 	if err := n.addReplica(ctx, d, to); err != nil {
+		// Undo what got in: the table still lists the old replicas.
+		uctx, cancel := context.WithTimeout(context.Background(), 3*groupOpWait)
+		if uerr := n.confChangeRange(uctx, d, raftpb.ConfChangeRemoveNode, to); uerr != nil {
+			n.lg.Warn("taking a new replica back out after a failed move failed", zap.Uint64("range", id), zap.Uint64("member", to), zap.Error(uerr))
+		}
+		cancel()
 		return nil, err
 	}
 	reps := slices.Clone(d.Replicas)
