@@ -176,7 +176,11 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 		n.authoritative[res.Right.Id] = true
 	}
 	started := n.started.Load()
-	if n.cluster && started {
+	// Both sides live on the left side's replicas: a member the table does
+	// not list for them starts nothing (a replica of the left side still
+	// running here is on its way out, and may never apply the split).
+	held := n.holds(res.Right)
+	if n.cluster && started && held {
 		n.pendingSplit[res.Right.Id] = true
 	}
 	n.startMu.Unlock()
@@ -186,6 +190,9 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	left := n.shard(res.Left.Id)
 	if left != nil {
 		left.Unfreeze(res.Left)
+	}
+	if !held {
+		return
 	}
 	go func() {
 		defer func() {
@@ -197,9 +204,6 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 			if err := left.WaitApplied(context.Background(), res.StartRev); err != nil {
 				return
 			}
-		}
-		if !n.holds(res.Right) {
-			return // both sides live on the left side's replicas
 		}
 		if _, err := n.startShard(res.Right); err != nil {
 			n.lg.Error("starting a split's new range failed", zap.Uint64("range", res.Right.Id), zap.Error(err))
