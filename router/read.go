@@ -228,9 +228,19 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 	if rev <= 0 {
 		rev = view.Rev
 	}
+	parts, err := r.readParts(ctx, req.Key, req.RangeEnd, req, rev, view)
+	if err != nil {
+		return nil, err
+	}
+	return kvrules.MergeRange(req, parts), nil
+}
+
+// readParts reads the part of [key, end) (etcd's conventions) that each
+// range of view holds, in key order.
+func (r *Router) readParts(ctx context.Context, key, end []byte, req *pb.RangeRequest, rev int64, view *revision.View) ([]kvrules.RangePart, error) {
 	var parts []kvrules.RangePart
 	for _, d := range view.Ranges {
-		sp, ok := clip(req.Key, req.RangeEnd, d)
+		sp, ok := clip(key, end, d)
 		if !ok {
 			continue
 		}
@@ -240,7 +250,7 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 		}
 		parts = append(parts, part)
 	}
-	return kvrules.MergeRange(req, parts), nil
+	return parts, nil
 }
 
 // readPart reads one range's part of a Range at rev, once the range has
@@ -282,17 +292,12 @@ func (r *Router) readResplit(ctx context.Context, sp shard.Span, req *pb.RangeRe
 		return kvrules.RangePart{}, toGRPC(ctx.Err())
 	case <-time.After(10 * time.Millisecond):
 	}
-	view := r.node.oracle.View()
 	var out kvrules.RangePart
-	for _, d := range view.Ranges {
-		sub, ok := clip(sp.Key, sp.End, d)
-		if !ok {
-			continue
-		}
-		part, err := r.readPart(ctx, d, sub, req, rev, view)
-		if err != nil {
-			return out, err
-		}
+	parts, err := r.readParts(ctx, sp.Key, sp.End, req, rev, r.node.oracle.View())
+	if err != nil {
+		return out, err
+	}
+	for _, part := range parts {
 		out.KVs = append(out.KVs, part.KVs...)
 		out.Count += part.Count
 	}

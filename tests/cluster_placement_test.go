@@ -49,8 +49,9 @@ func TestClusterReplicationFactor(t *testing.T) {
 		}
 	}
 	// Six ranges of three replicas on five members: 18 replicas, 3 or 4 each.
+	admin := adminClient(t, m1.Endpoint())
 	waitFor(t, 90*time.Second, "replicas spread", func() error {
-		return checkSpread(ctx, m1.Endpoint(), 3)
+		return checkSpread(ctx, admin, 3)
 	})
 
 	// Every member serves everything, holding the ranges or not.
@@ -141,8 +142,8 @@ func TestClusterReplicationFactor(t *testing.T) {
 			}
 		}()
 	}
-	ranges := listRanges(ctx, t, m1.Endpoint())
-	nodes := listNodes(ctx, t, m1.Endpoint())
+	ranges := listRanges(ctx, t, admin)
+	nodes := listNodes(ctx, t, admin)
 	var primary uint64
 	for _, n := range nodes {
 		if n.OracleLeader {
@@ -229,13 +230,8 @@ func TestClusterReplicationFactor(t *testing.T) {
 
 // checkSpread checks that every range has rf replicas and that members' replica counts,
 // and the counts of ranges they lead, differ by at most one.
-func checkSpread(ctx context.Context, endpoint string, rf int) error {
-	conn, err := grpc.NewClient(endpoint[len("http://"):], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	rs, err := adminpb.NewAdminClient(conn).ListRanges(ctx, &adminpb.ListRangesRequest{})
+func checkSpread(ctx context.Context, admin adminpb.AdminClient, rf int) error {
+	rs, err := admin.ListRanges(ctx, &adminpb.ListRangesRequest{})
 	if err != nil {
 		return err
 	}
@@ -248,7 +244,7 @@ func checkSpread(ctx context.Context, endpoint string, rf int) error {
 			counts[id]++
 		}
 	}
-	ns, err := adminpb.NewAdminClient(conn).ListNodes(ctx, &adminpb.ListNodesRequest{})
+	ns, err := admin.ListNodes(ctx, &adminpb.ListNodesRequest{})
 	if err != nil {
 		return err
 	}
@@ -282,18 +278,18 @@ func adminClient(t *testing.T, endpoint string) adminpb.AdminClient {
 	return adminpb.NewAdminClient(conn)
 }
 
-func listRanges(ctx context.Context, t *testing.T, endpoint string) []*adminpb.RangeInfo {
+func listRanges(ctx context.Context, t *testing.T, admin adminpb.AdminClient) []*adminpb.RangeInfo {
 	t.Helper()
-	resp, err := adminClient(t, endpoint).ListRanges(ctx, &adminpb.ListRangesRequest{})
+	resp, err := admin.ListRanges(ctx, &adminpb.ListRangesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return resp.Ranges
 }
 
-func listNodes(ctx context.Context, t *testing.T, endpoint string) []*adminpb.NodeInfo {
+func listNodes(ctx context.Context, t *testing.T, admin adminpb.AdminClient) []*adminpb.NodeInfo {
 	t.Helper()
-	resp, err := adminClient(t, endpoint).ListNodes(ctx, &adminpb.ListNodesRequest{})
+	resp, err := admin.ListNodes(ctx, &adminpb.ListNodesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

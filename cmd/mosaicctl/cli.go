@@ -192,15 +192,9 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 			return printSplit(stdout, opts.json, resp)
 		})
 	case "transfer-leader":
-		if len(args) != 1 {
-			return usageErr("range transfer-leader takes exactly one range ID")
-		}
-		id, err := strconv.ParseUint(args[0], 10, 64)
+		id, err := rangeIDTo(sub, args, opts)
 		if err != nil {
-			return usageErr("bad range ID %q", args[0])
-		}
-		if opts.to == "" {
-			return usageErr("range transfer-leader needs --to NODE")
+			return err
 		}
 		return withAdmin(ctx, opts, func(ctx context.Context, c adminpb.AdminClient) error {
 			to, err := resolveNode(ctx, c, opts.to)
@@ -215,15 +209,9 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 			return nil
 		})
 	case "move":
-		if len(args) != 1 {
-			return usageErr("range move takes exactly one range ID")
-		}
-		id, err := strconv.ParseUint(args[0], 10, 64)
+		id, err := rangeIDTo(sub, args, opts)
 		if err != nil {
-			return usageErr("bad range ID %q", args[0])
-		}
-		if opts.to == "" {
-			return usageErr("range move needs --to NODE")
+			return err
 		}
 		return withAdmin(ctx, opts, func(ctx context.Context, c adminpb.AdminClient) error {
 			to, err := resolveNode(ctx, c, opts.to)
@@ -245,6 +233,21 @@ func dispatch(ctx context.Context, opts options, words []string, stdout io.Write
 	default:
 		return usageErr("unknown range subcommand %q", sub)
 	}
+}
+
+// rangeIDTo reads the arguments of a range subcommand that takes one range ID and --to.
+func rangeIDTo(sub string, args []string, opts options) (uint64, error) {
+	if len(args) != 1 {
+		return 0, usageErr("range %s takes exactly one range ID", sub)
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		return 0, usageErr("bad range ID %q", args[0])
+	}
+	if opts.to == "" {
+		return 0, usageErr("range %s needs --to NODE", sub)
+	}
+	return id, nil
 }
 
 // resolveNode turns a member name or hex id into the member id.
