@@ -151,9 +151,8 @@ const defaultReplicationFactor = 3
 // reached it (just after a leader change); asking again shortly succeeds.
 var errRangeLeadNotHere = errors.New("the range's lead has not reached this member yet; retry")
 
-// errRangeLeadElsewhere: a split asked of a member where the range's lead
-// does not belong (the table or the primary changed meanwhile): the split
-// goes where it belongs.
+// errRangeLeadElsewhere: a split asked of a member whose replica knows
+// that another leads the range: the split goes there.
 var errRangeLeadElsewhere = errors.New("another member leads the range")
 
 // OpenNode opens (or creates) the node's data dir and starts its actors.
@@ -448,11 +447,11 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	if n.cluster {
 		// The member that splits holds the new range's data from the
 		// start, so it must be the left range's leader: a replica behind
-		// may lack some of it. It must also be where the lead belongs, or
-		// the lead could move on while it splits. Right after a leader
+		// may lack some of it; drained, it keeps its lead until the split
+		// is done (shard: no transfer while frozen). Right after a leader
 		// change the lead is on its way here.
-		for deadline := time.Now().Add(leaderWait); !s.Leader() || !n.preferLead(d.Id); time.Sleep(20 * time.Millisecond) {
-			if !n.preferLead(d.Id) {
+		for deadline := time.Now().Add(leaderWait); !s.Leader(); time.Sleep(20 * time.Millisecond) {
+			if l := s.Lead(); l != 0 && l != n.nodeID {
 				return nil, errRangeLeadElsewhere
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {

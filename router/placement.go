@@ -232,27 +232,27 @@ func (n *Node) startedAt(id uint64) time.Time {
 }
 
 // splitter returns nil if this member splits at key itself, or a
-// connection to the member that does, and that member: the member where
-// the lead of the range holding key belongs (see preferredLead). Only
-// there does the lead stay while the range is drained and split; a
-// leader elsewhere would hand its lead over meanwhile, and its successor
-// could take writes into the span that leaves. ctx carries the request's
+// connection to the member that does, and that member: the leader of the
+// range holding key, as far as this member knows (a leader drained for a
+// split keeps its lead until the split is done). ctx carries the request's
 // metadata: a request is passed on once.
 func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, uint64, error) {
 	if !n.cluster {
 		return nil, 0, nil
 	}
-	v := n.oracle.View()
-	d := v.RangeFor(key)
+	d := n.oracle.View().RangeFor(key)
 	if d == nil {
 		return nil, 0, nil // Split answers
 	}
-	to := preferredLead(d, v.Lead)
+	if s := n.shard(d.Id); s != nil && s.Leader() {
+		return nil, 0, nil
+	}
+	to := n.rangeLead(d)
 	if to == n.nodeID || to == 0 {
 		return nil, 0, nil // Split waits for the lead a moment
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
-		return nil, 0, status.Errorf(codes.Unavailable, "range %d's lead belongs on another member now; retry", d.Id)
+		return nil, 0, status.Errorf(codes.Unavailable, "range %d's lead moved on; retry", d.Id)
 	}
 	conn, err := n.peerConn(to)
 	return conn, to, err

@@ -473,11 +473,18 @@ func (a *shardActor) Receive(ctx actor.Context) {
 			a.finishRecovery(m)
 		}
 	case *stepMsg:
+		// A replica drained for a split keeps its lead until the split is
+		// done: a successor could take writes into the span that leaves.
+		if a.isFrozen && m.m.GetType() == raftpb.MsgTransferLeader {
+			break
+		}
 		_ = a.group.Step(m.m)
 	case tickMsg:
 		a.onTick()
 	case transferMsg:
-		a.group.TransferLeader(m.to)
+		if !a.isFrozen {
+			a.group.TransferLeader(m.to)
+		}
 	case *progressMsg:
 		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
 	case *confChangeMsg:
