@@ -6,6 +6,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 )
@@ -547,3 +548,80 @@ func (g *RaftGroup) SnapshotAt(index uint64, data []byte) (*raftpb.Snapshot, err
 	return &raftpb.Snapshot{Data: data, Metadata: &raftpb.SnapshotMetadata{
 		Index: proto.Uint64(index), Term: proto.Uint64(term), ConfState: proto.Clone(cs).(*raftpb.ConfState)}}, nil
 }
+
+// Quiescing. A group with nothing to do stops ticking: its leader sends
+// each follower one last heartbeat marked with quiesceContext and stops;
+// a follower that takes it as coming from its leader, with nothing of the
+// log missing, stops too. The owner keeps the clocks stopped and starts
+// them again on any sign of work or of trouble (a message, a proposal, the
+// leader's node falling silent). A quiesced follower cannot campaign, so
+// the owner must wake it when the leader's node is gone.
+
+// quiesceContext marks a quiesce heartbeat.
+var quiesceContext = []byte("mosaic/quiesce")
+
+// IsQuiesce reports whether m is a leader's quiesce heartbeat.
+func IsQuiesce(m *raftpb.Message) bool {
+	return m.GetType() == raftpb.MsgHeartbeat && string(m.GetContext()) == string(quiesceContext)
+}
+
+// Idle reports whether this replica leads the group and the group has
+// nothing in flight: every entry durable, committed and applied here, held
+// by every live replica (none probing or taking a snapshot), no leadership
+// transfer and no conf change pending. live (nil: all are) tells which
+// replicas' nodes are up.
+func (g *RaftGroup) Idle(live func(id uint64) bool) bool {
+	if g.inflight != nil || g.rn.HasReady() || len(g.confWaiters) > 0 {
+		return false
+	}
+	st := g.rn.Status()
+	last := g.LastIndex()
+	if st.RaftState != raft.StateLeader || st.LeadTransferee != 0 || st.GetCommit() != last || g.applied != last {
+		return false
+	}
+	for id, pr := range st.Progress {
+		if id != st.ID && live != nil && !live(id) {
+			continue
+		}
+		if pr.Match != last || pr.State != tracker.StateReplicate {
+			return false
+		}
+	}
+	return true
+}
+
+// Quiesce sends, from the leader, each follower the heartbeat that tells it
+// to stop its clock.
+func (g *RaftGroup) Quiesce() {
+	st := g.rn.Status()
+	var msgs []*raftpb.Message
+	for id, pr := range st.Progress {
+		if id == st.ID {
+			continue
+		}
+		msgs = append(msgs, &raftpb.Message{Type: raftpb.MsgHeartbeat.Enum(), To: proto.Uint64(id),
+			From: proto.Uint64(st.ID), Term: proto.Uint64(st.GetTerm()), Commit: proto.Uint64(min(pr.Match, st.GetCommit())),
+			Context: quiesceContext})
+	}
+	if len(msgs) > 0 && g.send != nil {
+		g.send(msgs)
+	}
+}
+
+// StepQuiesce steps a quiesce heartbeat as a plain one and reports whether
+// this follower may stop its clock: the heartbeat came from its leader in
+// its term, and its log ends where the leader's commit does.
+func (g *RaftGroup) StepQuiesce(m *raftpb.Message) bool {
+	hb := proto.Clone(m).(*raftpb.Message)
+	hb.Context = nil
+	if err := g.rn.Step(hb); err != nil {
+		return false
+	}
+	st := g.rn.BasicStatus()
+	return st.RaftState == raft.StateFollower && st.Lead == m.GetFrom() && st.GetTerm() == m.GetTerm() &&
+		st.GetCommit() == m.GetCommit() && g.LastIndex() == m.GetCommit()
+}
+
+// HasReady reports whether Raft has something for the owner: entries or
+// state to write, messages to send, entries to apply.
+func (g *RaftGroup) HasReady() bool { return g.rn.HasReady() }

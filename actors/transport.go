@@ -55,6 +55,12 @@ import (
 // closing its connection is detected by gRPC keepalive (about 15 s); until
 // then its queue fills and further messages are dropped and reported.
 //
+// Liveness: a stream that has sent nothing for PingInterval sends an empty
+// batch, and the receiving side records when it last heard from each peer
+// (Heard). Idle Raft groups stop ticking and heartbeating (see the shard's
+// quiescing); this node-level ping is what tells their followers that the
+// leader's node is still there.
+//
 // Limits: the queue is bounded in messages, not bytes; a snapshot travels
 // as one message (up to MaxMessageBytes) in memory on both sides; peer TLS
 // must come through TransportConfig.DialOptions and the server's own
@@ -82,6 +88,10 @@ const (
 	// Register must accept messages this big plus the batch envelope (see
 	// TransportServerOptions); gRPC's default limit is 4 MiB.
 	MaxMessageBytes = 256 << 20
+
+	// PingInterval: a stream idle this long sends an empty batch, so that
+	// the peer hears from this node (Heard) even when no group talks.
+	PingInterval = 200 * time.Millisecond
 
 	// batchOverhead bounds a GroupMessage's envelope: tags, the group and
 	// the length prefix.
@@ -250,6 +260,21 @@ func (t *Transport) Filter(f func(from, to uint64) bool) {
 		return
 	}
 	t.filter.Store(&f)
+}
+
+// Heard is when a batch from node id was last received (pings included);
+// zero if never, or if id is not a peer.
+func (t *Transport) Heard(id uint64) time.Time {
+	t.mu.RLock()
+	p := t.peers[id]
+	t.mu.RUnlock()
+	if p == nil {
+		return time.Time{}
+	}
+	if ns := p.heard.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // Stats returns the transport's counters.
@@ -557,6 +582,8 @@ type peer struct {
 	mu    sync.Mutex
 	queue []queued
 	wake  chan struct{} // capacity 1: something was queued
+
+	heard atomic.Int64 // unix nanoseconds of the last batch received from the peer
 }
 
 func (p *peer) enqueue(group uint64, m *raftpb.Message, snap bool) {
@@ -759,6 +786,9 @@ func (p *peer) stream(s *outStream) (err error) {
 		}
 		pending = pending[i:]
 	}
+	ping := time.NewTicker(PingInterval)
+	defer ping.Stop()
+	lastSent := sent
 	for {
 		settle()
 		q := p.take()
@@ -770,6 +800,14 @@ func (p *peer) stream(s *outStream) (err error) {
 				return err
 			case <-s.ackWake:
 			case <-p.wake:
+			case <-ping.C:
+				if sent == lastSent {
+					if err := s.s.Send(p.header()); err != nil {
+						return err
+					}
+					sent++
+				}
+				lastSent = sent
 			}
 			continue
 		}
@@ -961,6 +999,12 @@ func (t *Transport) deliver(from uint64, b *transportpb.RaftBatch) (hasSnap bool
 	if f := t.filter.Load(); f != nil && !(*f)(from, t.self) {
 		t.stats.messagesFiltered.Add(uint64(len(msgs)))
 		return hasSnap
+	}
+	t.mu.RLock()
+	p := t.peers[from]
+	t.mu.RUnlock()
+	if p != nil {
+		p.heard.Store(time.Now().UnixNano())
 	}
 	var h func(uint64, *raftpb.Message)
 	if hp := t.handler.Load(); hp != nil {

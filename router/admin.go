@@ -229,6 +229,7 @@ func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc) (*adminpb.RangeInfo, error) {
 		info.AppliedIndex = s.AppliedIndex()
 		info.AppliedRevision = s.AppliedRev()
 		info.Leader = n.leaderOf(s)
+		info.Quiescent = s.Quiesced()
 	} else {
 		info.Leader = n.rangeLead(d)
 	}

@@ -130,23 +130,92 @@ func (n *Node) tickLoop() {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	ticks := 0
+	wasLive := map[uint64]bool{} // by member: heard from within leaderSilent
 	for {
 		select {
 		case <-n.tickStop:
 			return
 		case <-t.C:
 		}
+		ticks++
 		if n.cluster {
 			n.oracle.Tick()
-			if ticks++; ticks%collectEvery == 0 {
+			if ticks%collectEvery == 0 {
 				go n.collectReplicas()
 			}
 		}
-		for _, s := range n.allShards() {
+		n.tickShards(ticks, wasLive)
+	}
+}
+
+// tickShards ticks every range replica; a quiesced one only every
+// quiescedTickEvery ticks (for the checks that need no clock), and it is
+// woken when its leader's node has not been heard from for leaderSilent.
+//
+// A leader also wakes when a member it had not heard from is heard again:
+// it quiesced without that member's replicas, and a replica that holds
+// nothing yet (one made while its node was down) cannot campaign to wake
+// it.
+func (n *Node) tickShards(ticks int, wasLive map[uint64]bool) {
+	now := time.Now()
+	returned := false
+	if n.transport != nil {
+		for _, m := range n.oracle.View().Members {
+			if m.Id == n.nodeID {
+				continue
+			}
+			live := n.heardSince(m.Id, now)
+			if live && !wasLive[m.Id] {
+				returned = true
+			}
+			wasLive[m.Id] = live
+		}
+	}
+	for _, s := range n.allShards() {
+		if !s.Quiesced() {
 			s.Tick()
+			continue
+		}
+		if ticks%quiescedTickEvery == 0 {
+			s.Tick()
+		}
+		lead := s.Lead()
+		if n.transport == nil || lead == 0 {
+			continue
+		}
+		if lead == n.nodeID {
+			if returned {
+				s.Wake()
+			}
+			continue
+		}
+		if !wasLive[lead] {
+			s.Wake()
 		}
 	}
 }
+
+// heardSince reports whether member id was heard from within leaderSilent
+// of now.
+func (n *Node) heardSince(id uint64, now time.Time) bool {
+	return now.Sub(n.transport.Heard(id)) <= leaderSilent
+}
+
+// peerLive reports whether member id is this node or was heard from
+// lately (always true on a single node).
+func (n *Node) peerLive(id uint64) bool {
+	return n.transport == nil || id == n.nodeID || n.heardSince(id, time.Now())
+}
+
+const (
+	// quiescedTickEvery: a quiesced replica is ticked once in this many
+	// ticks.
+	quiescedTickEvery = 10
+	// leaderSilent: a quiesced follower whose leader's node has sent
+	// nothing for this long is woken, so that it can elect another (the
+	// transport pings every actors.PingInterval).
+	leaderSilent = time.Second
+)
 
 // collectEvery: replicas no longer held are looked for every this many ticks.
 const collectEvery = 50

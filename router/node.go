@@ -343,6 +343,7 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 		Peers:          peers,
 		Send:           n.sender(d.Id),
 		PreferLeader:   func() bool { return n.preferLead(d.Id) },
+		Live:           n.peerLive,
 		TableDesc:      func() *raftcmdpb.RangeDesc { return n.oracle.View().RangeByID(d.Id) },
 		Cluster:        n.cluster,
 		Join:           join,

@@ -66,6 +66,10 @@ type Config struct {
 	// PreferLeader reports whether this node should lead the range (it
 	// leads the oracle): the replica then asks for the lead.
 	PreferLeader func() bool
+	// Live reports whether the node of replica id has been heard from
+	// lately (nil: every replica is). A quiescing leader does not wait for
+	// a replica that is not live.
+	Live func(id uint64) bool
 	// Cluster: the group is replicated; Join: this replica starts empty and
 	// gets the log from the leader (see actors.GroupConfig).
 	Cluster, Join bool
@@ -93,8 +97,12 @@ type Shard struct {
 	index   atomic.Uint64
 	leading atomic.Bool
 	lead    atomic.Uint64
-	voters  atomic.Pointer[[]uint64]
-	members atomic.Pointer[[]uint64] // voters and learners
+	// quiesced: the replica's clock is stopped (see quiesce.go); the node
+	// then ticks it only now and then, and wakes it if its leader's node
+	// falls silent.
+	quiesced atomic.Bool
+	voters   atomic.Pointer[[]uint64]
+	members  atomic.Pointer[[]uint64] // voters and learners
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -269,8 +277,15 @@ func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
 // Step hands the range's group a message from another replica.
 func (s *Shard) Step(m *raftpb.Message) { s.root.Send(s.pid, &stepMsg{m: m}) }
 
-// Tick advances the group's clock by one heartbeat interval.
+// Tick advances the group's clock by one heartbeat interval (on a quiesced
+// replica it only runs the checks that do not need the clock).
 func (s *Shard) Tick() { s.root.Send(s.pid, tickMsg{}) }
+
+// Quiesced reports whether the replica's clock is stopped.
+func (s *Shard) Quiesced() bool { return s.quiesced.Load() }
+
+// Wake starts a quiesced replica's clock again.
+func (s *Shard) Wake() { s.root.Send(s.pid, wakeMsg{}) }
 
 // Unreachable tells the group that a message to replica to was dropped.
 func (s *Shard) Unreachable(to uint64) { s.root.Send(s.pid, unreachableMsg{to: to}) }
@@ -370,6 +385,7 @@ type resolvedMsg struct {
 }
 type stepMsg struct{ m *raftpb.Message }
 type tickMsg struct{}
+type wakeMsg struct{}
 type unreachableMsg struct{ to uint64 }
 type abortedMsg struct{ txns []uint64 }
 type leadRetryMsg struct{ epoch uint64 }
@@ -450,6 +466,9 @@ type shardActor struct {
 	// it resolves.
 	toLog    *raftcmdpb.ShardCommand
 	deferLog []revision.Decided
+
+	quiesced  bool // the clock is stopped (mirrored in handle.quiesced)
+	idleTicks int  // consecutive ticks the leader found the range idle
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -478,16 +497,20 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		if a.isFrozen && m.m.GetType() == raftpb.MsgTransferLeader {
 			break
 		}
-		_ = a.group.Step(m.m)
+		a.onStep(m.m)
 	case tickMsg:
 		a.onTick()
+	case wakeMsg:
+		a.wake()
 	case transferMsg:
 		if !a.isFrozen {
+			a.wake()
 			a.group.TransferLeader(m.to)
 		}
 	case *progressMsg:
 		m.reply <- progressReply{match: a.group.Progress(), last: a.group.LastIndex()}
 	case *confChangeMsg:
+		a.wake()
 		a.group.ChangeConf(m.cc, m.reply)
 	case unreachableMsg:
 		a.group.ReportUnreachable(m.to)
@@ -532,6 +555,9 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		a.handle1(m)
 	}
 	a.flushProposals()
+	if a.quiesced && a.group.IsLeader() && a.group.HasReady() {
+		a.wake() // the group has work: a proposal, a conf change, a transfer
+	}
 	a.group.Drive(a.applyEntries)
 	lead, leader := a.group.LeadState()
 	if a.cluster {
@@ -1369,7 +1395,12 @@ const abortMemory = 5 * time.Minute
 const staleIntent = 10 * time.Second
 
 func (a *shardActor) onTick() {
-	a.group.Tick()
+	if !a.quiesced {
+		a.idleTick()
+	}
+	if !a.quiesced {
+		a.group.Tick()
+	}
 	now := time.Now()
 	for txn, at := range a.aborted {
 		if now.Sub(at) > abortMemory {
@@ -1380,6 +1411,7 @@ func (a *shardActor) onTick() {
 		a.group.Lead() != 0 && now.Sub(a.lastTransfer) > time.Second {
 		// Writes run on the oracle's leader: bring the range's lead there.
 		a.lastTransfer = now
+		a.wake()
 		a.group.TransferLeader(a.cfg.NodeID)
 	}
 	if (!a.cluster || a.leading) && !a.sweeping && now.Sub(a.lastSwept) > time.Second {

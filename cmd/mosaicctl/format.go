@@ -123,6 +123,8 @@ type rangeJSON struct {
 	AppliedRevision int64    `json:"applied_revision"`
 	Leader          uint64   `json:"leader"`
 	Replicas        []uint64 `json:"replicas"`
+	// Quiescent: the answering node's replica is idle and stopped ticking.
+	Quiescent bool `json:"quiescent"`
 }
 
 func jsonKey(k []byte) (text, b64 string) {
@@ -136,6 +138,7 @@ func toJSON(r *adminpb.RangeInfo) rangeJSON {
 	j := rangeJSON{
 		ID: r.GetId(), Keys: r.GetKeys(), SizeBytes: r.GetSizeBytes(), AppliedIndex: r.GetAppliedIndex(),
 		AppliedRevision: r.GetAppliedRevision(), Leader: r.GetLeader(), Replicas: r.GetReplicas(),
+		Quiescent: r.GetQuiescent(),
 	}
 	if j.Replicas == nil {
 		j.Replicas = []uint64{}

@@ -45,7 +45,7 @@ func (f *fakeAdmin) SplitRange(_ context.Context, req *adminpb.SplitRangeRequest
 }
 
 var testRanges = []*adminpb.RangeInfo{
-	{Id: 1, Start: nil, End: []byte("/registry/pods"), Keys: 1200, SizeBytes: 3 << 20, AppliedIndex: 4567, Leader: 0xa1, Replicas: []uint64{0xa1, 0xb2, 0xc3}, AppliedRevision: 99},
+	{Id: 1, Start: nil, End: []byte("/registry/pods"), Keys: 1200, SizeBytes: 3 << 20, AppliedIndex: 4567, Leader: 0xa1, Replicas: []uint64{0xa1, 0xb2, 0xc3}, AppliedRevision: 99, Quiescent: true},
 	{Id: 2, Start: []byte("/registry/pods"), End: []byte("a b"), Keys: 3, SizeBytes: 512, AppliedIndex: 12, Leader: 0xb2, Replicas: []uint64{0xa1, 0xb2}, AppliedRevision: 98},
 	{Id: 3, Start: []byte("a b"), End: []byte{0xff, 0x00}, Keys: 0, SizeBytes: 0, AppliedIndex: 1},
 	{Id: 4, Start: []byte{0xff, 0x00}, End: nil, Keys: 1, SizeBytes: 1536, AppliedIndex: 2, Leader: 0xc3, Replicas: []uint64{0xc3}},
@@ -122,11 +122,12 @@ func TestRangeListJSON(t *testing.T) {
 	first := map[string]any{
 		"id": 1.0, "start": "", "end": "/registry/pods", "keys": 1200.0, "size_bytes": float64(3 << 20),
 		"applied_index": 4567.0, "applied_revision": 99.0, "leader": 161.0, "replicas": []any{161.0, 178.0, 195.0},
+		"quiescent": true,
 	}
 	if !reflect.DeepEqual(got[0], first) {
 		t.Errorf("first range = %v, want %v", got[0], first)
 	}
-	if got[1]["end"] != "a b" || got[2]["replicas"] == nil {
+	if got[1]["end"] != "a b" || got[2]["replicas"] == nil || got[1]["quiescent"] != false {
 		t.Errorf("second/third range = %v / %v", got[1], got[2])
 	}
 	// A key that is not UTF-8 comes quoted in "end" and exact in "end_base64".

@@ -45,8 +45,12 @@ type RangeInfo struct {
 	Replicas []uint64 `protobuf:"varint,8,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
 	// Highest store revision applied by the range.
 	AppliedRevision int64 `protobuf:"varint,9,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Whether the answering node's replica of the range is quiescent: the
+	// range was idle, so its Raft group stopped ticking and heartbeating.
+	// False when the node holds no replica.
+	Quiescent     bool `protobuf:"varint,10,opt,name=quiescent,proto3" json:"quiescent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeInfo) Reset() {
@@ -140,6 +144,13 @@ func (x *RangeInfo) GetAppliedRevision() int64 {
 		return x.AppliedRevision
 	}
 	return 0
+}
+
+func (x *RangeInfo) GetQuiescent() bool {
+	if x != nil {
+		return x.Quiescent
+	}
+	return false
 }
 
 type ListRangesRequest struct {
@@ -705,7 +716,7 @@ var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
 	"\n" +
-	"\vadmin.proto\x12\fmosaic.admin\"\xfa\x01\n" +
+	"\vadmin.proto\x12\fmosaic.admin\"\x98\x02\n" +
 	"\tRangeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -716,7 +727,9 @@ const file_admin_proto_rawDesc = "" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06leader\x18\a \x01(\x04R\x06leader\x12\x1a\n" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12)\n" +
-	"\x10applied_revision\x18\t \x01(\x03R\x0fappliedRevision\"\x13\n" +
+	"\x10applied_revision\x18\t \x01(\x03R\x0fappliedRevision\x12\x1c\n" +
+	"\tquiescent\x18\n" +
+	" \x01(\bR\tquiescent\"\x13\n" +
 	"\x11ListRangesRequest\"E\n" +
 	"\x12ListRangesResponse\x12/\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x17.mosaic.admin.RangeInfoR\x06ranges\"%\n" +

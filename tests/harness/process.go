@@ -211,6 +211,14 @@ func (p *Process) running() (*exec.Cmd, chan struct{}) {
 	}
 }
 
+// Pid is the running process's id, 0 if it is not running.
+func (p *Process) Pid() int {
+	if cmd, _ := p.running(); cmd != nil {
+		return cmd.Process.Pid
+	}
+	return 0
+}
+
 func (p *Process) closeClient() {
 	p.mu.Lock()
 	c := p.client
