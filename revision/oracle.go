@@ -549,6 +549,9 @@ func (a *oracleActor) Receive(ctx actor.Context) {
 	a.group.Drive(a.apply)
 	a.watchLeader()
 	a.answerReads()
+	if a.askReads() {
+		a.group.Drive(a.apply)
+	}
 }
 
 // watchLeader notices leadership changes. A replica that loses the lead
@@ -596,10 +599,16 @@ func (a *oracleActor) watchLeader() {
 	a.publish()
 }
 
-// askReads sends one ReadIndex for every read queued since the last one.
-func (a *oracleActor) askReads() {
+// askReads sends one ReadIndex for every read queued since the last one,
+// once the previous ReadIndex is answered (as etcd's read loop does): under
+// load, reads share ReadIndex rounds instead of each costing the leader a
+// heartbeat to every follower. It reports whether it asked.
+func (a *oracleActor) askReads() bool {
 	if len(a.readQueue) == 0 {
-		return
+		return false
+	}
+	if n := len(a.reads); a.cluster && n > 0 && a.reads[n-1].index == 0 {
+		return false
 	}
 	if !a.cluster {
 		// A single voter is always current: its view covers every write
@@ -608,13 +617,14 @@ func (a *oracleActor) askReads() {
 			r <- fate{rev: a.state.pb.Revision}
 		}
 		a.readQueue = nil
-		return
+		return false
 	}
 	a.readSeq++
 	now := time.Now()
 	a.reads = append(a.reads, &readWait{first: now, asked: now, ctx: a.readSeq, replies: a.readQueue})
 	a.readQueue = nil
 	a.group.ReadIndex(binary.BigEndian.AppendUint64(nil, a.readSeq))
+	return true
 }
 
 // answerReads answers the reads whose index this replica has applied.
