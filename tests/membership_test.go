@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/mosaic-kv/mosaic/proto/adminpb"
 	"github.com/mosaic-kv/mosaic/tests/harness"
 )
 
@@ -157,8 +159,36 @@ func TestMembershipWithEtcdctl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var admin adminpb.AdminClient
+	if !harness.SubjectIsEtcd() {
+		// Mosaic: with four members and three replicas per range, the member removed
+		// holds replicas, and they are moved to the others before it goes.
+		admin = adminClient(t, other.Endpoint())
+		waitFor(t, 30*time.Second, "the leader holding replicas", func() error {
+			held := 0
+			for _, r := range listRanges(ctx, t, admin) {
+				if slices.Contains(r.Replicas, st.Header.MemberId) {
+					held++
+				}
+			}
+			if held == 0 {
+				return fmt.Errorf("%s holds no replica", leader.Name())
+			}
+			return nil
+		})
+	}
 	if _, errOut, err := harness.Etcdctl(t, other.Endpoint(), "member", "remove", strconv.FormatUint(st.Header.MemberId, 16)); err != nil {
 		t.Fatalf("member remove: %v\n%s", err, errOut)
+	}
+	if admin != nil {
+		waitFor(t, 10*time.Second, "replicas moved off the removed member", func() error {
+			for _, r := range listRanges(ctx, t, admin) {
+				if len(r.Replicas) != 3 || slices.Contains(r.Replicas, st.Header.MemberId) {
+					return fmt.Errorf("range %d after removing %x: replicas %x, want 3 others", r.Id, st.Header.MemberId, r.Replicas)
+				}
+			}
+			return nil
+		})
 	}
 	waitFor(t, 20*time.Second, "removed leader stops", func() error {
 		if exited, _ := leader.Exited(); !exited {
