@@ -350,7 +350,7 @@ func latchFromPB(txn uint64, l *rangepb.Latch) (*shard.LatchRequest, error) {
 }
 
 func latchResultPB(r *shard.LatchResult) *rangepb.LatchResult {
-	out := &rangepb.LatchResult{Exists: r.Exists, Deletes: r.Deletes, LeaseKeys: r.LeaseKeys}
+	out := &rangepb.LatchResult{Exists: r.Exists, Deletes: r.Deletes, LeaseKeys: r.LeaseKeys, Rev: r.Rev}
 	for _, c := range r.Compares {
 		out.Compares = append(out.Compares, &rangepb.ComparePart{Found: int64(c.Found), AllMatch: c.AllMatch})
 	}
@@ -358,7 +358,7 @@ func latchResultPB(r *shard.LatchResult) *rangepb.LatchResult {
 }
 
 func latchResultFromPB(r *rangepb.LatchResult) *shard.LatchResult {
-	out := &shard.LatchResult{Exists: r.Exists, Deletes: r.Deletes, LeaseKeys: r.LeaseKeys}
+	out := &shard.LatchResult{Exists: r.Exists, Deletes: r.Deletes, LeaseKeys: r.LeaseKeys, Rev: r.Rev}
 	for _, c := range r.Compares {
 		out.Compares = append(out.Compares, kvrules.ComparePart{Found: int(c.Found), AllMatch: c.AllMatch})
 	}

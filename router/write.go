@@ -232,7 +232,17 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 	if err != nil {
 		return nil, err
 	}
-	view := r.node.oracle.View()
+	// The view must cover what the compares saw: a range led elsewhere may
+	// have applied a revision this member's oracle has not applied yet, and
+	// a read-only path read below it would not see what the compares saw.
+	var seen int64
+	for _, sw := range w.shards {
+		seen = max(seen, sw.res.Rev)
+	}
+	view, err := r.viewAtLeast(ctx, seen)
+	if err != nil {
+		return nil, err
+	}
 	st := kvrules.State{
 		CurrentRev: view.Rev, CompactRev: view.CompactRev,
 		KeyExists:   func(k []byte) bool { return exists[string(k)] },
@@ -251,6 +261,22 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 		return r.readOnlyPlan(ctx, plan, view)
 	}
 	return r.writePlan(w, plan, dels, liveDel)
+}
+
+// viewAtLeast returns this member's oracle view once it has applied
+// revision rev, which is committed (a range applied it).
+func (r *Router) viewAtLeast(ctx context.Context, rev int64) (*revision.View, error) {
+	for {
+		view := r.node.oracle.View()
+		if view.Rev >= rev {
+			return view, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, toGRPC(ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // delIndex finds a DeleteRange of the tree by identity.

@@ -180,6 +180,9 @@ type LatchResult struct {
 	Exists    []bool
 	Deletes   []bool
 	LeaseKeys [][]byte // with Revoke: the lease's keys here, ascending
+	// Rev is the range's applied revision when it evaluated the request:
+	// what the compares saw is the state at Rev.
+	Rev int64
 }
 
 // OpResult is one op's outcome on this shard.
@@ -819,7 +822,7 @@ func (a *shardActor) onLatch(m *latchMsg) {
 // evaluate answers a granted latch request from the latest applied state.
 func (a *shardActor) evaluate(m *latchMsg) {
 	req := m.req
-	res := &LatchResult{}
+	res := &LatchResult{Rev: a.appliedRev}
 	if req.Revoke != 0 {
 		// Keys attached while this request waited (by writes that held the
 		// lease before it queued) must be latched too.

@@ -294,11 +294,13 @@ func (x *ComparePart) GetAllMatch() bool {
 }
 
 type LatchResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Compares      []*ComparePart         `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
-	Exists        []bool                 `protobuf:"varint,2,rep,packed,name=exists,proto3" json:"exists,omitempty"`
-	Deletes       []bool                 `protobuf:"varint,3,rep,packed,name=deletes,proto3" json:"deletes,omitempty"`
-	LeaseKeys     [][]byte               `protobuf:"bytes,4,rep,name=lease_keys,json=leaseKeys,proto3" json:"lease_keys,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Compares  []*ComparePart         `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
+	Exists    []bool                 `protobuf:"varint,2,rep,packed,name=exists,proto3" json:"exists,omitempty"`
+	Deletes   []bool                 `protobuf:"varint,3,rep,packed,name=deletes,proto3" json:"deletes,omitempty"`
+	LeaseKeys [][]byte               `protobuf:"bytes,4,rep,name=lease_keys,json=leaseKeys,proto3" json:"lease_keys,omitempty"`
+	// The range's applied revision when it evaluated the request.
+	Rev           int64 `protobuf:"varint,5,opt,name=rev,proto3" json:"rev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,6 +361,13 @@ func (x *LatchResult) GetLeaseKeys() [][]byte {
 		return x.LeaseKeys
 	}
 	return nil
+}
+
+func (x *LatchResult) GetRev() int64 {
+	if x != nil {
+		return x.Rev
+	}
+	return 0
 }
 
 type TxnStep struct {
@@ -1749,13 +1758,14 @@ const file_range_proto_rawDesc = "" +
 	"\x06revoke\x18\a \x01(\x03R\x06revoke\"@\n" +
 	"\vComparePart\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\x03R\x05found\x12\x1b\n" +
-	"\tall_match\x18\x02 \x01(\bR\ballMatch\"\x95\x01\n" +
+	"\tall_match\x18\x02 \x01(\bR\ballMatch\"\xa7\x01\n" +
 	"\vLatchResult\x125\n" +
 	"\bcompares\x18\x01 \x03(\v2\x19.mosaic.range.ComparePartR\bcompares\x12\x16\n" +
 	"\x06exists\x18\x02 \x03(\bR\x06exists\x12\x18\n" +
 	"\adeletes\x18\x03 \x03(\bR\adeletes\x12\x1d\n" +
 	"\n" +
-	"lease_keys\x18\x04 \x03(\fR\tleaseKeys\"\xba\x01\n" +
+	"lease_keys\x18\x04 \x03(\fR\tleaseKeys\x12\x10\n" +
+	"\x03rev\x18\x05 \x01(\x03R\x03rev\"\xba\x01\n" +
 	"\aTxnStep\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
 	"\x03txn\x18\x02 \x01(\x04R\x03txn\x12+\n" +
