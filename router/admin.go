@@ -25,17 +25,54 @@ type adminServer struct {
 	r *Router
 }
 
-func (s *adminServer) ListRanges(ctx context.Context, _ *adminpb.ListRangesRequest) (*adminpb.ListRangesResponse, error) {
-	v := s.r.node.oracle.View()
+func (s *adminServer) ListRanges(ctx context.Context, req *adminpb.ListRangesRequest) (*adminpb.ListRangesResponse, error) {
+	n := s.r.node
+	v := n.oracle.View()
 	resp := &adminpb.ListRangesResponse{}
+	// Ranges without a replica here, by the member asked about them (their leader).
+	remote := map[uint64][]*adminpb.RangeInfo{}
 	for _, d := range v.Ranges {
-		info, err := s.r.node.rangeInfo(d)
+		info, err := n.rangeInfo(d)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		resp.Ranges = append(resp.Ranges, info)
+		if n.cluster && !req.Local && n.shard(d.Id) == nil {
+			if holder := n.rangeLead(d); holder != 0 && holder != n.nodeID {
+				remote[holder] = append(remote[holder], info)
+			}
+		}
+	}
+	for holder, infos := range remote {
+		n.fillRangeStats(ctx, holder, infos)
 	}
 	return resp, nil
+}
+
+// fillRangeStats completes infos of ranges this member does not hold with
+// what member holder reports of them (key count, size, applied positions).
+// An unreachable holder leaves them as they are.
+func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*adminpb.RangeInfo) {
+	conn, err := n.peerConn(holder)
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	theirs, err := adminpb.NewAdminClient(conn).ListRanges(cctx, &adminpb.ListRangesRequest{Local: true})
+	if err != nil {
+		return
+	}
+	byID := map[uint64]*adminpb.RangeInfo{}
+	for _, r := range theirs.Ranges {
+		byID[r.Id] = r
+	}
+	for _, info := range infos {
+		if r := byID[info.Id]; r != nil && r.AppliedIndex > 0 {
+			info.Keys, info.SizeBytes = r.Keys, r.SizeBytes
+			info.AppliedIndex, info.AppliedRevision = r.AppliedIndex, r.AppliedRevision
+		}
+	}
 }
 
 func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeRequest) (*adminpb.SplitRangeResponse, error) {

@@ -77,6 +77,31 @@ func TestClusterReplicationFactor(t *testing.T) {
 			t.Fatalf("linearizable get via %s after its writes: %d keys, %v", m.Name(), len(got), got)
 		}
 	}
+	// Every member's range list counts the keys of every range, held there or not.
+	waitFor(t, 10*time.Second, "the same key counts from every member", func() error {
+		var want []int64
+		for i, m := range c.Members() {
+			rs, err := adminClient(t, m.Endpoint()).ListRanges(ctx, &adminpb.ListRangesRequest{})
+			if err != nil {
+				return err
+			}
+			var got []int64
+			total := int64(0)
+			for _, r := range rs.Ranges {
+				got = append(got, r.Keys)
+				total += r.Keys
+			}
+			if total < 60 {
+				return fmt.Errorf("%s counts %d keys over its range list %v", m.Name(), total, got)
+			}
+			if i == 0 {
+				want = got
+			} else if !slices.Equal(got, want) {
+				return fmt.Errorf("%s counts %v keys per range, %s %v", m.Name(), got, c.Members()[0].Name(), want)
+			}
+		}
+		return nil
+	})
 	last, err := cli.Get(ctx, "rf/00")
 	if err != nil {
 		t.Fatal(err)

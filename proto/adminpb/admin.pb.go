@@ -154,7 +154,12 @@ func (x *RangeInfo) GetQuiescent() bool {
 }
 
 type ListRangesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only what the answering member holds: ranges without a replica there
+	// come without key count, size and applied positions. Without it, a
+	// member asks a member holding each such range (members use it among
+	// themselves).
+	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +192,13 @@ func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListRangesRequest.ProtoReflect.Descriptor instead.
 func (*ListRangesRequest) Descriptor() ([]byte, []int) {
 	return file_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListRangesRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
 }
 
 type ListRangesResponse struct {
@@ -729,8 +741,9 @@ const file_admin_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12)\n" +
 	"\x10applied_revision\x18\t \x01(\x03R\x0fappliedRevision\x12\x1c\n" +
 	"\tquiescent\x18\n" +
-	" \x01(\bR\tquiescent\"\x13\n" +
-	"\x11ListRangesRequest\"E\n" +
+	" \x01(\bR\tquiescent\")\n" +
+	"\x11ListRangesRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"E\n" +
 	"\x12ListRangesResponse\x12/\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x17.mosaic.admin.RangeInfoR\x06ranges\"%\n" +
 	"\x11SplitRangeRequest\x12\x10\n" +
