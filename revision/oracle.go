@@ -238,6 +238,10 @@ type DecideRequest struct {
 	RequireLeases []int64
 	// RevokeLease, if set, is removed at the transaction's revision.
 	RevokeLease int64
+	// Generations are the generations of Ranges (same order) the
+	// transaction latched under: if one changed (a split), the transaction
+	// is aborted with ErrRangeChanged. Empty: not checked.
+	Generations []uint64
 	// Speculative: the intents are not yet known to be durable; the
 	// decision's log write waits for (or shares) the intents' writes. Only
 	// when every group involved commits by its local write.
@@ -822,7 +826,7 @@ func (a *oracleActor) flush() {
 	cmd := &raftcmdpb.OracleCommand{}
 	for _, m := range a.queue {
 		d := m.req
-		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: d.Txn, Ranges: d.Ranges, RequireLeases: d.RequireLeases, RevokeLease: d.RevokeLease})
+		cmd.Decisions = append(cmd.Decisions, &raftcmdpb.Decision{TxnId: d.Txn, Ranges: d.Ranges, RequireLeases: d.RequireLeases, RevokeLease: d.RevokeLease, Generations: d.Generations})
 	}
 	batch := a.queue
 	a.queue = nil
@@ -940,6 +944,9 @@ func (a *oracleActor) deliver(fx Effects) {
 		err := ErrAborted
 		if fx.LeaseMissing[t] {
 			err = ErrLeaseNotFound
+		}
+		if fx.RangeChanged[t] {
+			err = ErrRangeChanged
 		}
 		a.answer(a.deciders, t, fate{err: err})
 		a.answer(a.resolvers, t, fate{err: ErrAborted})

@@ -15,7 +15,10 @@ var (
 	ErrLeaseNotFound = errors.New("revision: lease not found")
 	ErrLeaseExists   = errors.New("revision: lease already exists")
 	ErrBadSplit      = errors.New("revision: split key is not strictly inside the range")
-	ErrUnknownRange  = errors.New("revision: unknown range")
+	// ErrRangeChanged: a transaction's range split after it latched there;
+	// it is aborted and may run again on the new table.
+	ErrRangeChanged = errors.New("revision: a range of the transaction changed its span")
+	ErrUnknownRange = errors.New("revision: unknown range")
 )
 
 // Decided is one transaction's fate: Rev > 0 when decided, Rev == 0 when
@@ -33,6 +36,9 @@ type Effects struct {
 	// LeaseMissing marks the aborted transactions that needed a lease that
 	// no longer exists.
 	LeaseMissing map[uint64]bool
+	// RangeChanged marks the aborted transactions made under a range
+	// generation the table no longer has (ErrRangeChanged).
+	RangeChanged map[uint64]bool
 	// Granted is the lease a grant command added, or GrantErr.
 	Granted  *raftcmdpb.Lease
 	GrantErr error
@@ -152,6 +158,15 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 			fx.LeaseMissing[d.TxnId] = true
 			continue
 		}
+		if !s.generationsMatch(d) {
+			s.txns[d.TxnId] = 0
+			fx.Aborted = append(fx.Aborted, d.TxnId)
+			if fx.RangeChanged == nil {
+				fx.RangeChanged = map[uint64]bool{}
+			}
+			fx.RangeChanged[d.TxnId] = true
+			continue
+		}
 		if d.RevokeLease != 0 {
 			delete(s.pb.Leases, d.RevokeLease)
 			fx.LeasesChanged = true
@@ -226,6 +241,33 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 	return fx
 }
 
+// generationsMatch reports whether every range of a decision still has the
+// generation the transaction saw (a range that is gone does not).
+func (s *State) generationsMatch(d *raftcmdpb.Decision) bool {
+	if len(d.Generations) == 0 {
+		return true
+	}
+	if len(d.Generations) != len(d.Ranges) {
+		return false
+	}
+	for i, id := range d.Ranges {
+		r := s.rangeByID(id)
+		if r == nil || r.Generation != d.Generations[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *State) rangeByID(id uint64) *raftcmdpb.RangeDesc {
+	for _, r := range s.pb.Ranges {
+		if r.Id == id {
+			return r
+		}
+	}
+	return nil
+}
+
 // leasesExist reports whether every lease a decision needs still exists.
 func (s *State) leasesExist(d *raftcmdpb.Decision) bool {
 	for _, id := range d.RequireLeases {
@@ -256,8 +298,9 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 			return nil, ErrBadSplit
 		}
 		// Both sides stay on the replicas of the range they came from.
-		right := &raftcmdpb.RangeDesc{Id: s.pb.NextRangeId, Start: bytes.Clone(sp.Key), End: r.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned}
-		left := &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: bytes.Clone(sp.Key), Replicas: r.Replicas, LeadPinned: r.LeadPinned}
+		gen := r.Generation + 1
+		right := &raftcmdpb.RangeDesc{Id: s.pb.NextRangeId, Start: bytes.Clone(sp.Key), End: r.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned, Generation: gen}
+		left := &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: bytes.Clone(sp.Key), Replicas: r.Replicas, LeadPinned: r.LeadPinned, Generation: gen}
 		s.pb.NextRangeId++
 		s.pb.Ranges[i] = left
 		s.pb.Ranges = append(s.pb.Ranges, nil)

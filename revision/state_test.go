@@ -113,3 +113,40 @@ func TestSplit(t *testing.T) {
 		t.Fatalf("%d ranges after failed splits, want 2", n)
 	}
 }
+
+// TestDecisionUnderOldGenerationAborted: a transaction that latched a range before it split
+// is aborted when its decision applies after the split (its writes could lie in the span
+// that left); one made under the new table is decided.
+func TestDecisionUnderOldGenerationAborted(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	gen := func(id uint64) uint64 {
+		for _, r := range s.Proto().Ranges {
+			if r.Id == id {
+				return r.Generation
+			}
+		}
+		t.Fatalf("no range %d", id)
+		return 0
+	}
+	before := gen(1)
+	fx := s.Apply(1, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("m")}})
+	if fx.SplitErr != nil {
+		t.Fatal(fx.SplitErr)
+	}
+	if gen(1) == before || gen(2) != gen(1) {
+		t.Fatalf("generations after the split: left %d (was %d), right %d", gen(1), before, gen(2))
+	}
+	rev := s.Proto().Revision
+	fx = s.Apply(2, &raftcmdpb.OracleCommand{Decisions: []*raftcmdpb.Decision{
+		{TxnId: 10, Ranges: []uint64{1}, Generations: []uint64{before}},
+		{TxnId: 11, Ranges: []uint64{1, 2}, Generations: []uint64{gen(1), gen(2)}},
+		{TxnId: 12, Ranges: []uint64{2}},                                   // unchecked
+		{TxnId: 13, Ranges: []uint64{1, 2}, Generations: []uint64{gen(1)}}, // malformed
+	}})
+	if len(fx.Aborted) != 2 || fx.Aborted[0] != 10 || fx.Aborted[1] != 13 || !fx.RangeChanged[10] || !fx.RangeChanged[13] {
+		t.Fatalf("aborted %v (range changed %v), want 10 and 13", fx.Aborted, fx.RangeChanged)
+	}
+	if len(fx.Decided) != 2 || fx.Decided[0].Rev != rev+1 || fx.Decided[1].Rev != rev+2 {
+		t.Fatalf("decided %+v, want txns 11 and 12 at %d and %d", fx.Decided, rev+1, rev+2)
+	}
+}

@@ -214,7 +214,7 @@ const (
 	// leaderSilent: a quiesced follower whose leader's node has sent
 	// nothing for this long is woken, so that it can elect another (the
 	// transport pings every actors.PingInterval).
-	leaderSilent = time.Second
+	leaderSilent = 600 * time.Millisecond
 )
 
 // collectEvery: replicas no longer held are looked for every this many ticks.

@@ -258,9 +258,50 @@ func (r *Router) txnOnce(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 		}
 	}
 	if !writes {
+		if r.node.cluster {
+			// Nothing commits on this path, so nothing vouches for the
+			// evaluation above: the primary, or a range's leader, may have
+			// lost its lead without knowing yet. Answer at a linearizable
+			// read revision instead, with the compares and deletes evaluated
+			// again there; another outcome means the first was stale.
+			if view, err = r.readView(ctx, false); err != nil {
+				return nil, err
+			}
+			if err := r.confirmReadOnly(ctx, w.compares, results, plan, view); err != nil {
+				return nil, err
+			}
+		}
 		return r.readOnlyPlan(ctx, plan, view)
 	}
 	return r.writePlan(w, plan, dels, liveDel)
+}
+
+// confirmReadOnly checks, at view's revision, that the compares come out as
+// results and that the plan's deletes find nothing to delete; errRetry if
+// not.
+func (r *Router) confirmReadOnly(ctx context.Context, compares []*pb.Compare, results []bool, plan *kvrules.Plan, view *revision.View) error {
+	for i, c := range compares {
+		rr, err := r.rangeAt(ctx, &pb.RangeRequest{Key: c.Key, RangeEnd: c.RangeEnd}, view)
+		if err != nil {
+			return err
+		}
+		if kvrules.CompareResult(c, []kvrules.ComparePart{kvrules.EvalCompare(c, rr.Kvs)}) != results[i] {
+			return errRetry
+		}
+	}
+	for _, op := range plan.Ops {
+		if op.Delete == nil {
+			continue
+		}
+		rr, err := r.rangeAt(ctx, &pb.RangeRequest{Key: op.Delete.Key, RangeEnd: op.Delete.RangeEnd, CountOnly: true}, view)
+		if err != nil {
+			return err
+		}
+		if rr.Count > 0 {
+			return errRetry
+		}
+	}
+	return nil
 }
 
 // viewAtLeast returns this member's oracle view once it has applied
@@ -448,6 +489,7 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 			continue
 		}
 		d.Ranges = append(d.Ranges, sw.desc.Id)
+		d.Generations = append(d.Generations, sw.desc.Generation)
 		var c <-chan error
 		c, sw.applied = sw.s.Propose(w.txn, sw.ops, d.Speculative)
 		commits = append(commits, c)
@@ -489,6 +531,9 @@ func (r *Router) commit(ctx context.Context, w *txnWork, d revision.DecideReques
 		case err != nil:
 			err = revision.ErrNotLeader
 		}
+	}
+	if errors.Is(err, revision.ErrRangeChanged) {
+		return 0, nil, errRetry // aborted: run it again on the new table
 	}
 	if err != nil {
 		return 0, nil, toGRPC(err)

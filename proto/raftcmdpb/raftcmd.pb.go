@@ -42,7 +42,11 @@ type RangeDesc struct {
 	Replicas []uint64 `protobuf:"varint,4,rep,packed,name=replicas,proto3" json:"replicas,omitempty"`
 	// The range's lead belongs on its first replica even when the oracle's
 	// leader holds another (set by a leadership transfer of the range).
-	LeadPinned    bool `protobuf:"varint,5,opt,name=lead_pinned,json=leadPinned,proto3" json:"lead_pinned,omitempty"`
+	LeadPinned bool `protobuf:"varint,5,opt,name=lead_pinned,json=leadPinned,proto3" json:"lead_pinned,omitempty"`
+	// Counts the changes of the range's span (a split raises it on both
+	// sides): a decision made for the range under another generation is
+	// aborted, so no write lands in a span that left the range.
+	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +114,13 @@ func (x *RangeDesc) GetLeadPinned() bool {
 		return x.LeadPinned
 	}
 	return false
+}
+
+func (x *RangeDesc) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // Op is one operation of an intent. sub orders the operations of one
@@ -546,7 +557,11 @@ type Decision struct {
 	RequireLeases []int64 `protobuf:"varint,3,rep,packed,name=require_leases,json=requireLeases,proto3" json:"require_leases,omitempty"`
 	// A lease this transaction revokes (it deletes the lease's keys); the
 	// lease is gone at the transaction's revision.
-	RevokeLease   int64 `protobuf:"varint,4,opt,name=revoke_lease,json=revokeLease,proto3" json:"revoke_lease,omitempty"`
+	RevokeLease int64 `protobuf:"varint,4,opt,name=revoke_lease,json=revokeLease,proto3" json:"revoke_lease,omitempty"`
+	// The generation of each range of ranges as the transaction saw it when
+	// it latched there (empty: not checked). If one differs from the range
+	// table's when the decision applies, the transaction is aborted.
+	Generations   []uint64 `protobuf:"varint,5,rep,packed,name=generations,proto3" json:"generations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +622,13 @@ func (x *Decision) GetRevokeLease() int64 {
 		return x.RevokeLease
 	}
 	return 0
+}
+
+func (x *Decision) GetGenerations() []uint64 {
+	if x != nil {
+		return x.Generations
+	}
+	return nil
 }
 
 // Lease is one granted lease.
@@ -1255,14 +1277,17 @@ var File_raftcmd_proto protoreflect.FileDescriptor
 
 const file_raftcmd_proto_rawDesc = "" +
 	"\n" +
-	"\rraftcmd.proto\x12\x0emosaic.raftcmd\"\x80\x01\n" +
+	"\rraftcmd.proto\x12\x0emosaic.raftcmd\"\xa0\x01\n" +
 	"\tRangeDesc\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x03 \x01(\fR\x03end\x12\x1a\n" +
 	"\breplicas\x18\x04 \x03(\x04R\breplicas\x12\x1f\n" +
 	"\vlead_pinned\x18\x05 \x01(\bR\n" +
-	"leadPinned\"\x93\x01\n" +
+	"leadPinned\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\"\x93\x01\n" +
 	"\x02Op\x12\x10\n" +
 	"\x03sub\x18\x01 \x01(\x05R\x03sub\x12)\n" +
 	"\x03put\x18\x02 \x01(\v2\x15.mosaic.raftcmd.PutOpH\x00R\x03put\x122\n" +
@@ -1289,12 +1314,13 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\aaborted\x18\x03 \x03(\x04R\aaborted\"<\n" +
 	"\aDecided\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\x83\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\xa5\x01\n" +
 	"\bDecision\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x16\n" +
 	"\x06ranges\x18\x02 \x03(\x04R\x06ranges\x12%\n" +
 	"\x0erequire_leases\x18\x03 \x03(\x03R\rrequireLeases\x12!\n" +
-	"\frevoke_lease\x18\x04 \x01(\x03R\vrevokeLease\"G\n" +
+	"\frevoke_lease\x18\x04 \x01(\x03R\vrevokeLease\x12 \n" +
+	"\vgenerations\x18\x05 \x03(\x04R\vgenerations\"G\n" +
 	"\x05Lease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
 	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\x12\x1c\n" +
