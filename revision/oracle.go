@@ -1,10 +1,13 @@
 package revision
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,26 +46,32 @@ type View struct {
 	Members []*raftcmdpb.Member
 	// Leases is the granted leases (immutable, shared between views).
 	Leases *LeaseSet
+
+	// byID indexes Ranges by id, built on first use (a view is immutable
+	// once published; RangeByID runs per applied op and per tick).
+	byIDOnce sync.Once
+	byID     map[uint64]*raftcmdpb.RangeDesc
 }
 
-// RangeFor returns the range holding key.
+// RangeFor returns the range holding key (Ranges are ascending by start
+// and cover the keyspace: the last one starting at or before key).
 func (v *View) RangeFor(key []byte) *raftcmdpb.RangeDesc {
-	for _, r := range v.Ranges {
-		if Contains(r, key) {
-			return r
-		}
+	i := sort.Search(len(v.Ranges), func(i int) bool { return bytes.Compare(v.Ranges[i].Start, key) > 0 })
+	if i == 0 || !Contains(v.Ranges[i-1], key) {
+		return nil
 	}
-	return nil
+	return v.Ranges[i-1]
 }
 
 // RangeByID returns the range with that id, nil if there is none.
 func (v *View) RangeByID(id uint64) *raftcmdpb.RangeDesc {
-	for _, r := range v.Ranges {
-		if r.Id == id {
-			return r
+	v.byIDOnce.Do(func() {
+		v.byID = make(map[uint64]*raftcmdpb.RangeDesc, len(v.Ranges))
+		for _, r := range v.Ranges {
+			v.byID[r.Id] = r
 		}
-	}
-	return nil
+	})
+	return v.byID[id]
 }
 
 // Notify delivers decisions to the shard that owns a range; set by the node.
