@@ -171,7 +171,7 @@ func (n *Node) tickShards(ticks int, wasLive map[uint64]bool) {
 			wasLive[m.Id] = live
 		}
 	}
-	for _, s := range n.allShards() {
+	for _, s := range n.shardsAnyOrder() {
 		if !s.Quiesced() {
 			s.Tick()
 			continue

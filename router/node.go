@@ -412,14 +412,22 @@ func (n *Node) shard(id uint64) *shard.Shard {
 	return n.shards[id]
 }
 
+// allShards returns this node's range replicas, by range id.
 func (n *Node) allShards() []*shard.Shard {
+	out := n.shardsAnyOrder()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// shardsAnyOrder returns this node's range replicas in no particular order
+// (the tick loop's, which runs ten times a second over every replica).
+func (n *Node) shardsAnyOrder() []*shard.Shard {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	out := make([]*shard.Shard, 0, len(n.shards))
 	for _, s := range n.shards {
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
 	return out
 }
 
