@@ -131,6 +131,7 @@ func (n *Node) tickLoop() {
 	defer t.Stop()
 	ticks := 0
 	wasLive := map[uint64]bool{} // by member: heard from within leaderSilent
+	var oracleLead uint64        // the oracle's leader at the last tick
 	for {
 		select {
 		case <-n.tickStop:
@@ -144,7 +145,7 @@ func (n *Node) tickLoop() {
 				go n.collectReplicas()
 			}
 		}
-		n.tickShards(ticks, wasLive)
+		n.tickShards(ticks, wasLive, &oracleLead)
 	}
 }
 
@@ -156,9 +157,17 @@ func (n *Node) tickLoop() {
 // it quiesced without that member's replicas, and a replica that holds
 // nothing yet (one made while its node was down) cannot campaign to wake
 // it.
-func (n *Node) tickShards(ticks int, wasLive map[uint64]bool) {
+//
+// Every replica wakes when the oracle's lead moves: range leads follow it
+// (placement.go), and a quiesced follower would ask for its lead only on
+// its next slow tick.
+func (n *Node) tickShards(ticks int, wasLive map[uint64]bool, oracleLead *uint64) {
 	now := time.Now()
 	returned := false
+	if lead := n.oracle.View().Lead; lead != *oracleLead {
+		*oracleLead = lead
+		returned = true // wake them all, below
+	}
 	if n.transport != nil {
 		for _, m := range n.oracle.View().Members {
 			if m.Id == n.nodeID {
@@ -183,13 +192,7 @@ func (n *Node) tickShards(ticks int, wasLive map[uint64]bool) {
 		if n.transport == nil || lead == 0 {
 			continue
 		}
-		if lead == n.nodeID {
-			if returned {
-				s.Wake()
-			}
-			continue
-		}
-		if !wasLive[lead] {
+		if returned || (lead != n.nodeID && !wasLive[lead]) {
 			s.Wake()
 		}
 	}
