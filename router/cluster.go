@@ -153,20 +153,20 @@ func (n *Node) tickLoop() {
 // quiescedTickEvery ticks (for the checks that need no clock), and it is
 // woken when its leader's node has not been heard from for leaderSilent.
 //
-// A leader also wakes when a member it had not heard from is heard again:
-// it quiesced without that member's replicas, and a replica that holds
-// nothing yet (one made while its node was down) cannot campaign to wake
-// it.
+// Every replica also wakes when a member not heard from is heard again:
+// its leaders quiesced without that member's replicas, and a replica that
+// holds nothing yet (one made while its node was down) cannot campaign to
+// wake them.
 //
 // Every replica wakes when the oracle's lead moves: range leads follow it
 // (placement.go), and a quiesced follower would ask for its lead only on
 // its next slow tick.
 func (n *Node) tickShards(ticks int, wasLive map[uint64]bool, oracleLead *uint64) {
 	now := time.Now()
-	returned := false
+	wakeAll := false
 	if lead := n.oracle.View().Lead; lead != *oracleLead {
 		*oracleLead = lead
-		returned = true // wake them all, below
+		wakeAll = true
 	}
 	if n.transport != nil {
 		for _, m := range n.oracle.View().Members {
@@ -175,7 +175,7 @@ func (n *Node) tickShards(ticks int, wasLive map[uint64]bool, oracleLead *uint64
 			}
 			live := n.heardSince(m.Id, now)
 			if live && !wasLive[m.Id] {
-				returned = true
+				wakeAll = true // a member is back
 			}
 			wasLive[m.Id] = live
 		}
@@ -192,7 +192,7 @@ func (n *Node) tickShards(ticks int, wasLive map[uint64]bool, oracleLead *uint64
 		if n.transport == nil || lead == 0 {
 			continue
 		}
-		if returned || (lead != n.nodeID && !wasLive[lead]) {
+		if wakeAll || (lead != n.nodeID && !wasLive[lead]) {
 			s.Wake()
 		}
 	}

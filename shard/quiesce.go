@@ -14,13 +14,15 @@ import (
 //     and the group idle (actors.RaftGroup.Idle: every live replica holds
 //     and has committed the whole log). It sends each follower a quiesce
 //     heartbeat. A replica whose node is down does not keep the range
-//     awake: when it comes back, its pre-vote wakes the leader.
+//     awake: when the node is heard again, the node wakes its replicas'
+//     leaders (router.Node.tickShards).
 //   - A follower quiesces on a quiesce heartbeat from its leader in its
 //     term when its log ends at the leader's commit.
 //   - Any Raft message wakes a replica, except, on a leader, a heartbeat
-//     response (the followers' answer to the quiesce heartbeat). So does
-//     any output of the group (a proposal, a conf change, a transfer) and
-//     a Wake from the node.
+//     response (the followers' answer to the quiesce heartbeat). So does,
+//     on a leader, any output of the group (a proposal, a conf change, a
+//     transfer), and on any replica a transfer, a conf change or a Wake
+//     from the node.
 //   - A quiesced follower cannot campaign: the node wakes it when the
 //     leader's node falls silent (the transport pings between nodes).
 //     A quiesced leader does not check its quorum: the first proposal wakes
