@@ -1398,6 +1398,11 @@ const abortMemory = 5 * time.Minute
 const staleIntent = 10 * time.Second
 
 func (a *shardActor) onTick() {
+	if a.quiesced && a.group.IsLeader() && !a.idle() {
+		// A replica is behind and live (say it came back and its wake was
+		// missed): catch it up.
+		a.wake()
+	}
 	if !a.quiesced {
 		a.idleTick()
 	}
