@@ -950,12 +950,9 @@ func (a *oracleActor) deliver(fx Effects) {
 		a.cfg.NotifyAborted(fx.Aborted)
 	}
 	for _, t := range fx.Aborted {
-		err := ErrAborted
-		if fx.LeaseMissing[t] {
-			err = ErrLeaseNotFound
-		}
-		if fx.RangeChanged[t] {
-			err = ErrRangeChanged
+		err := fx.AbortErr[t]
+		if err == nil {
+			err = ErrAborted
 		}
 		a.answer(a.deciders, t, fate{err: err})
 		a.answer(a.resolvers, t, fate{err: ErrAborted})

@@ -33,12 +33,11 @@ type Decided struct {
 type Effects struct {
 	Decided []Decided
 	Aborted []uint64
-	// LeaseMissing marks the aborted transactions that needed a lease that
-	// no longer exists.
-	LeaseMissing map[uint64]bool
-	// RangeChanged marks the aborted transactions made under a range
-	// generation the table no longer has (ErrRangeChanged).
-	RangeChanged map[uint64]bool
+	// AbortErr is why a decision was aborted when it applied, for its
+	// decider: ErrLeaseNotFound (a lease it needs is gone) or
+	// ErrRangeChanged (a range it latched split since). Aborts not listed
+	// get ErrAborted.
+	AbortErr map[uint64]error
 	// Granted is the lease a grant command added, or GrantErr.
 	Granted  *raftcmdpb.Lease
 	GrantErr error
@@ -150,21 +149,11 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 			continue
 		}
 		if !s.leasesExist(d) {
-			s.txns[d.TxnId] = 0
-			fx.Aborted = append(fx.Aborted, d.TxnId)
-			if fx.LeaseMissing == nil {
-				fx.LeaseMissing = map[uint64]bool{}
-			}
-			fx.LeaseMissing[d.TxnId] = true
+			s.abort(&fx, d.TxnId, ErrLeaseNotFound)
 			continue
 		}
 		if !s.generationsMatch(d) {
-			s.txns[d.TxnId] = 0
-			fx.Aborted = append(fx.Aborted, d.TxnId)
-			if fx.RangeChanged == nil {
-				fx.RangeChanged = map[uint64]bool{}
-			}
-			fx.RangeChanged[d.TxnId] = true
+			s.abort(&fx, d.TxnId, ErrRangeChanged)
 			continue
 		}
 		if d.RevokeLease != 0 {
@@ -239,6 +228,16 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 	}
 	s.pb.AppliedIndex = index
 	return fx
+}
+
+// abort aborts a decision as it applies, for reason err.
+func (s *State) abort(fx *Effects, txn uint64, err error) {
+	s.txns[txn] = 0
+	fx.Aborted = append(fx.Aborted, txn)
+	if fx.AbortErr == nil {
+		fx.AbortErr = map[uint64]error{}
+	}
+	fx.AbortErr[txn] = err
 }
 
 // generationsMatch reports whether every range of a decision still has the

@@ -143,8 +143,8 @@ func TestDecisionUnderOldGenerationAborted(t *testing.T) {
 		{TxnId: 12, Ranges: []uint64{2}},                                   // unchecked
 		{TxnId: 13, Ranges: []uint64{1, 2}, Generations: []uint64{gen(1)}}, // malformed
 	}})
-	if len(fx.Aborted) != 2 || fx.Aborted[0] != 10 || fx.Aborted[1] != 13 || !fx.RangeChanged[10] || !fx.RangeChanged[13] {
-		t.Fatalf("aborted %v (range changed %v), want 10 and 13", fx.Aborted, fx.RangeChanged)
+	if len(fx.Aborted) != 2 || fx.Aborted[0] != 10 || fx.Aborted[1] != 13 || fx.AbortErr[10] != ErrRangeChanged || fx.AbortErr[13] != ErrRangeChanged {
+		t.Fatalf("aborted %v (reasons %v), want 10 and 13 for a changed range", fx.Aborted, fx.AbortErr)
 	}
 	if len(fx.Decided) != 2 || fx.Decided[0].Rev != rev+1 || fx.Decided[1].Rev != rev+2 {
 		t.Fatalf("decided %+v, want txns 11 and 12 at %d and %d", fx.Decided, rev+1, rev+2)
