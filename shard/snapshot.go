@@ -46,22 +46,15 @@ func importKey(id uint64) []byte {
 // makeSnapshot is the group's snapshot maker (actors.GroupConfig.Snapshot).
 func (a *shardActor) makeSnapshot() (*raftpb.Snapshot, error) {
 	index := min(a.group.Applied(), a.lowWaterNow())
-	data := append([]byte(snapMagic), make([]byte, 8)...)
-	binary.BigEndian.PutUint64(data[len(snapMagic):], uint64(a.appliedRev))
 	// The span goes with it: the receiver may not know the range's current
-	// span yet (its oracle replica may be behind a split).
-	data = binary.AppendUvarint(data, uint64(len(a.desc.Start)))
-	data = append(data, a.desc.Start...)
-	data = binary.AppendUvarint(data, uint64(len(a.desc.End)))
-	data = append(data, a.desc.End...)
+	// span yet (its oracle replica may be behind a split). Only what this
+	// replica owns now (see ownSpan).
+	start, end := a.ownSpan(a.desc.Start, a.desc.End)
+	data := encodeSnapshotHeader(a.appliedRev, start, end)
 	n := 0
 	err := a.cfg.Store.View(func(r *mvcc.Reader) error {
-		return r.ExportSpan(a.desc.Start, a.desc.End, func(rec mvcc.SpanRecord) error {
-			data = binary.AppendUvarint(data, uint64(len(rec.Key)))
-			data = append(data, rec.Key...)
-			data = binary.AppendUvarint(data, uint64(len(rec.Value)))
-			data = append(data, rec.Value...)
-			data = append(data, rec.Meta)
+		return r.ExportSpan(start, end, func(rec mvcc.SpanRecord) error {
+			data = appendSnapshotRecord(data, rec)
 			n++
 			return nil
 		})
@@ -69,8 +62,28 @@ func (a *shardActor) makeSnapshot() (*raftpb.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.lg.Info("sending a snapshot of the range", zap.Uint64("index", index), zap.Int64("revision", a.appliedRev), zap.Int("records", n), zap.Int("bytes", len(data)))
+	a.lg.Info("sending a snapshot of the range", zap.Uint64("index", index), zap.Int64("revision", a.appliedRev), zap.Int("records", n), zap.Int("bytes", len(data)),
+		zap.ByteString("start", start), zap.ByteString("end", end))
 	return a.group.SnapshotAt(index, data)
+}
+
+// encodeSnapshotHeader begins a snapshot's data: the magic, the revision
+// and the span [start, end); appendSnapshotRecord adds each record.
+func encodeSnapshotHeader(rev int64, start, end []byte) []byte {
+	data := append([]byte(snapMagic), make([]byte, 8)...)
+	binary.BigEndian.PutUint64(data[len(snapMagic):], uint64(rev))
+	data = binary.AppendUvarint(data, uint64(len(start)))
+	data = append(data, start...)
+	data = binary.AppendUvarint(data, uint64(len(end)))
+	return append(data, end...)
+}
+
+func appendSnapshotRecord(data []byte, rec mvcc.SpanRecord) []byte {
+	data = binary.AppendUvarint(data, uint64(len(rec.Key)))
+	data = append(data, rec.Key...)
+	data = binary.AppendUvarint(data, uint64(len(rec.Value)))
+	data = append(data, rec.Value...)
+	return append(data, rec.Meta)
 }
 
 // rangeSnapshot is a decoded snapshot: the span [start, end), its records
@@ -149,14 +162,47 @@ func (a *shardActor) importSnapshot(snap *raftpb.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	// Only the part of the span this replica owns now: a leader that had
+	// not yet followed a split sends the other side's keys too, which
+	// here belong to that range's replica (it may hold newer data) and
+	// must not be replaced.
+	start, end := a.ownSpan(rs.start, rs.end)
+	recs := make([]mvcc.SpanRecord, 0, len(rs.recs))
+	for _, rec := range rs.recs {
+		if rec.InSpan(start, end) {
+			recs = append(recs, rec)
+		}
+	}
 	// Replaced in place, so that a read on this member at a revision both
 	// sides hold (another range's replica may serve the span until this
 	// one's snapshot is recorded) never misses a record.
-	if err := a.cfg.Store.ReplaceSpan(rs.start, rs.end, rs.recs); err != nil {
+	if err := a.cfg.Store.ReplaceSpan(start, end, recs); err != nil {
 		return err
 	}
-	a.lg.Info("installed a snapshot of the range", zap.Uint64("index", snap.GetMetadata().GetIndex()), zap.Int64("revision", rs.rev), zap.Int("records", len(rs.recs)))
+	a.lg.Info("installed a snapshot of the range", zap.Uint64("index", snap.GetMetadata().GetIndex()), zap.Int64("revision", rs.rev),
+		zap.Int("records", len(recs)), zap.Int("records-sent", len(rs.recs)), zap.ByteString("start", start), zap.ByteString("end", end))
 	return nil
+}
+
+// ownSpan clips [start, end) to the span this replica owns now: both its
+// own span and the range table's (either may follow a split before the
+// other does). End empty means no upper bound; an empty result has
+// start >= end.
+func (a *shardActor) ownSpan(start, end []byte) ([]byte, []byte) {
+	clipTo := func(d *raftcmdpb.RangeDesc) {
+		if d == nil {
+			return
+		}
+		if bytes.Compare(d.Start, start) > 0 {
+			start = d.Start
+		}
+		if len(d.End) > 0 && (len(end) == 0 || bytes.Compare(d.End, end) < 0) {
+			end = d.End
+		}
+	}
+	clipTo(a.desc)
+	clipTo(a.tableDesc())
+	return start, end
 }
 
 // snapshotRestored takes the snapshot's point as the replica's state, now

@@ -78,6 +78,10 @@ func (r *Reader) ExportSpan(start, end []byte, visit func(SpanRecord) error) err
 	return nil
 }
 
+// InSpan reports whether the record is of the span [start, end) (end
+// empty: no upper bound): a data or change-index record of a key in it.
+func (rec SpanRecord) InSpan(start, end []byte) bool { return spanRecordOK(rec, start, end) }
+
 // spanRecordOK reports whether a record belongs to the span: a data or
 // change-index record of a key in [start, end).
 func spanRecordOK(rec SpanRecord, start, end []byte) bool {
