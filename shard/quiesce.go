@@ -46,6 +46,9 @@ func (a *shardActor) onStep(m *raftpb.Message) {
 		}
 		return
 	}
+	if !a.electionStep(m) {
+		return
+	}
 	if m.GetType() != raftpb.MsgHeartbeatResp {
 		a.wake()
 	}

@@ -683,7 +683,7 @@ func (a *shardActor) start() error {
 		Group: c.Desc.Id, NodeID: c.NodeID, Applied: index, Store: c.Logs, Logger: a.lg,
 		Durable: func(err error) { a.handle.root.Send(a.self, &persistedMsg{err: err}) },
 		Peers:   c.Peers,
-		Send:    c.Send,
+		Send:    a.send,
 		Cluster: c.Cluster,
 		Join:    c.Join,
 	}
@@ -1397,6 +1397,9 @@ const abortMemory = 5 * time.Minute
 // (its router most likely failed between intent and decision).
 const staleIntent = 10 * time.Second
 
+// drainingStaleIntent is staleIntent while the range drains for a split.
+const drainingStaleIntent = time.Second
+
 func (a *shardActor) onTick() {
 	if a.quiesced && a.group.IsLeader() && !a.idle() {
 		// A replica is behind and live (say it came back and its wake was
@@ -1431,9 +1434,15 @@ func (a *shardActor) onTick() {
 // oracle decides or aborts each, and the outcome reaches every replica.
 func (a *shardActor) sweep(now time.Time) {
 	a.lastSwept = now
+	stale := staleIntent
+	if a.isFrozen {
+		// A split waits for the range to drain: an intent whose
+		// coordinator died would hold it up for staleIntent.
+		stale = drainingStaleIntent
+	}
 	var txns []uint64
 	for txn, in := range a.intents {
-		if now.Sub(in.since) > staleIntent {
+		if now.Sub(in.since) > stale {
 			txns = append(txns, txn)
 		}
 	}
