@@ -46,7 +46,34 @@ func (n *Node) MoveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 	}
 	n.changeMu.Lock()
 	defer n.changeMu.Unlock()
+	ctx, cancel := n.whilePrimary(ctx)
+	defer cancel()
 	return n.moveReplica(ctx, id, from, to)
+}
+
+// whilePrimary returns a context that ends with ctx or as soon as this
+// member no longer leads the oracle. Replica changes are decided on the
+// primary's view of the range table: a former primary that went on would
+// change groups on a stale view while the new primary changes them too
+// (one put back a replica the other had just moved away).
+func (n *Node) whilePrimary(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !n.oracle.View().Leader {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb.RangeDesc, error) {
@@ -74,12 +101,7 @@ func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 		return nil, fmt.Errorf("member %x holds no replica of range %d", from, id)
 	}
 	if err := n.addReplica(ctx, d, to); err != nil {
-		// Undo what got in: the table still lists the old replicas.
-		uctx, cancel := context.WithTimeout(context.Background(), 3*groupOpWait)
-		if uerr := n.confChangeRange(uctx, d, raftpb.ConfChangeRemoveNode, to); uerr != nil {
-			n.lg.Warn("taking a new replica back out after a failed move failed", zap.Uint64("range", id), zap.Uint64("member", to), zap.Error(uerr))
-		}
-		cancel()
+		n.takeBackOut(d, to) // the table still lists the old replicas
 		return nil, err
 	}
 	reps := slices.Clone(d.Replicas)
@@ -93,6 +115,16 @@ func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 	}
 	n.lg.Info("moved a replica", zap.Uint64("range", id), zap.Uint64("from", from), zap.Uint64("to", to))
 	return n.oracle.View().RangeByID(id), nil
+}
+
+// takeBackOut removes member to from range d's group after a failed
+// addition that the table does not record.
+func (n *Node) takeBackOut(d *raftcmdpb.RangeDesc, to uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*groupOpWait)
+	defer cancel()
+	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeRemoveNode, to); err != nil {
+		n.lg.Warn("taking a new replica back out after a failed move failed", zap.Uint64("range", d.Id), zap.Uint64("member", to), zap.Error(err))
+	}
 }
 
 // addReplica makes member to a voter of range d's group: a learner first,
@@ -276,8 +308,10 @@ func (n *Node) rebalanceLoop(stop <-chan struct{}) {
 		if !n.oracle.View().Leader || !n.changeMu.TryLock() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(base, catchUpWait+time.Minute)
+		tctx, cancelT := context.WithTimeout(base, catchUpWait+time.Minute)
+		ctx, cancel := n.whilePrimary(tctx)
 		acted, err := n.rebalanceOnce(ctx)
+		cancelT()
 		if err != nil {
 			n.lg.Warn("rebalancing replicas failed; retrying later", zap.Error(err))
 		}
@@ -316,8 +350,11 @@ func (n *Node) rebalanceOnce(ctx context.Context) (acted bool, err error) {
 		case len(d.Replicas) < want:
 			to := leastLoaded(counts, d.Replicas)
 			if err := n.addReplica(ctx, d, to); err != nil {
+				n.takeBackOut(d, to) // as after a failed move
 				return true, err
 			}
+			// Should this fail, the next pass most likely picks the same
+			// member, already a voter (addReplica), and records it.
 			return true, n.oracle.SetReplicas(ctx, d.Id, append(slices.Clone(d.Replicas), to), d.LeadPinned)
 		case len(d.Replicas) > want:
 			from := n.mostLoaded(v.Ranges, d, v.Members)

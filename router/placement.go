@@ -91,41 +91,49 @@ func preferredLead(d *raftcmdpb.RangeDesc, primary uint64) uint64 {
 	return d.Replicas[0]
 }
 
-// leadHints remembers, per range this member does not lead, which member
-// last said it leads it.
+// leadHints remembers, per range, which member was last said to lead it
+// and which member, asked as its leader, said it does not.
 type leadHints struct {
 	mu sync.Mutex
-	m  map[uint64]uint64
+	m  map[uint64]leadHint
 }
 
-func (h *leadHints) get(id uint64) uint64 {
+type leadHint struct {
+	lead    uint64 // the member said to lead the range (0: none known)
+	notLead uint64 // the member that last said it does not (0: none)
+}
+
+func (h *leadHints) get(id uint64) leadHint {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.m[id]
 }
 
-func (h *leadHints) set(id, lead uint64) {
+func (h *leadHints) set(id uint64, hint leadHint) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
-		h.m = map[uint64]uint64{}
+		h.m = map[uint64]leadHint{}
 	}
-	if lead == 0 {
+	if hint == (leadHint{}) {
 		delete(h.m, id)
 		return
 	}
-	h.m[id] = lead
+	h.m[id] = hint
 }
 
 // rangeLead is the member most likely to lead range d: this member's
-// replica's view of its group, else the last hint, else where the lead
-// belongs.
+// replica's view of its group, unless that member said it does not lead
+// it (a replica taken out of its group, still running here until it is
+// collected, never hears of later leaders); else the last hint; else
+// where the lead belongs.
 func (n *Node) rangeLead(d *raftcmdpb.RangeDesc) uint64 {
-	if s := n.shard(d.Id); s != nil && s.Lead() != 0 {
+	h := n.hints.get(d.Id)
+	if s := n.shard(d.Id); s != nil && s.Lead() != 0 && s.Lead() != h.notLead {
 		return s.Lead()
 	}
-	if l := n.hints.get(d.Id); l != 0 {
-		return l
+	if h.lead != 0 {
+		return h.lead
 	}
 	return preferredLead(d, n.oracle.View().Lead)
 }

@@ -162,7 +162,7 @@ func (n *Node) noteLead(d *raftcmdpb.RangeDesc, asked uint64, e *rangepb.Error) 
 	switch e.Kind {
 	case rangepb.Error_NOT_LEADER, rangepb.Error_NO_REPLICA:
 		if e.Lead != 0 && e.Lead != asked {
-			n.hints.set(d.Id, e.Lead)
+			n.hints.set(d.Id, leadHint{lead: e.Lead, notLead: asked})
 			return
 		}
 		n.unreachableLead(d, asked)
@@ -175,11 +175,11 @@ func (n *Node) noteLead(d *raftcmdpb.RangeDesc, asked uint64, e *rangepb.Error) 
 func (n *Node) unreachableLead(d *raftcmdpb.RangeDesc, member uint64) {
 	reps := d.Replicas
 	if len(reps) == 0 {
-		n.hints.set(d.Id, 0)
+		n.hints.set(d.Id, leadHint{notLead: member})
 		return
 	}
 	i := slices.Index(reps, member)
-	n.hints.set(d.Id, reps[(i+1)%len(reps)])
+	n.hints.set(d.Id, leadHint{lead: reps[(i+1)%len(reps)], notLead: member})
 }
 
 // peerConn is a client connection to a member's peer listener.
@@ -402,7 +402,9 @@ func (n *Node) groupOp(ctx context.Context, d *raftcmdpb.RangeDesc, req *rangepb
 		}
 		if err == nil {
 			n.noteLead(d, lead, resp.Error)
-			if k := resp.Error.Kind; k != rangepb.Error_NOT_LEADER && k != rangepb.Error_NO_REPLICA {
+			// A dropped proposal (Raft drops a conf change while another
+			// is pending or the lead is being handed over) is asked again.
+			if k := resp.Error.Kind; k != rangepb.Error_NOT_LEADER && k != rangepb.Error_NO_REPLICA && k != rangepb.Error_DROPPED {
 				return nil, errFromPB(resp.Error)
 			}
 		} else {
