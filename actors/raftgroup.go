@@ -3,6 +3,7 @@ package actors
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -481,13 +482,28 @@ func (g *RaftGroup) Compact(index uint64) error {
 	return g.ls.Truncate(g.id, index)
 }
 
-// raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings.
+// raftLogger adapts zap to raft's Logger, keeping raft quiet below warnings
+// unless raftInfoLogs.
 type raftLogger struct{ s *zap.SugaredLogger }
 
-func (l raftLogger) Debug(v ...any)                   {}
-func (l raftLogger) Debugf(format string, v ...any)   {}
-func (l raftLogger) Info(v ...any)                    {}
-func (l raftLogger) Infof(format string, v ...any)    {}
+// raftInfoLogs (MOSAIC_RAFT_INFO_LOGS=1 in the environment) passes Raft's
+// info logs (elections, configuration changes) on, for debugging; they are
+// too many for a node holding thousands of groups.
+var raftInfoLogs = os.Getenv("MOSAIC_RAFT_INFO_LOGS") == "1"
+
+func (l raftLogger) Debug(v ...any)                 {}
+func (l raftLogger) Debugf(format string, v ...any) {}
+func (l raftLogger) Info(v ...any) {
+	if raftInfoLogs {
+		l.s.Info(v...)
+	}
+}
+func (l raftLogger) Infof(format string, v ...any) {
+	if raftInfoLogs {
+		l.s.Infof(format, v...)
+	}
+}
+
 func (l raftLogger) Warning(v ...any)                 { l.s.Warn(v...) }
 func (l raftLogger) Warningf(format string, v ...any) { l.s.Warnf(format, v...) }
 func (l raftLogger) Error(v ...any)                   { l.s.Error(v...) }
