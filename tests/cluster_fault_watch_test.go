@@ -154,9 +154,10 @@ func startFaultWatches(t *testing.T, cluster *harness.Cluster, seed uint64) *fau
 		t.Fatalf("reading the revision before the workload: %v", err)
 	}
 	r0 := resp.Header.Revision
-	// Two watchers per member: over all test keys, the whole keyspace, and sub-ranges that
-	// cross the initial split points fault/08, fault/15, fault/23 and online ones (fault/04,
-	// fault/11, fault/135, fault/19, fault/25, fault/27).
+	// Six watchers, dealt to the members in turn so that every member has at least one (a
+	// killed member's watchers must resume elsewhere): over all test keys, the whole
+	// keyspace, and sub-ranges that cross the initial split points fault/08, fault/15,
+	// fault/23 and online ones (fault/04, fault/11, fault/135, fault/19, fault/25, fault/27).
 	all := prefixSpan(faultKeyPrefix)
 	for i, w := range []*faultWatcher{
 		{span: all, prevKV: true, start: r0 + 1},
@@ -166,7 +167,7 @@ func startFaultWatches(t *testing.T, cluster *harness.Cluster, seed uint64) *fau
 		{span: watchSpan{key: faultKey(3), end: faultKey(12)}, start: r0 + 1},
 		{span: watchSpan{key: faultKey(21), end: "\x00"}, prevKV: true, start: r0 + 1, requireLeader: true},
 	} {
-		fw.add(w, i/2%len(fw.clients), rand.New(rand.NewPCG(seed, uint64(1000+i))))
+		fw.add(w, i%len(fw.clients), rand.New(rand.NewPCG(seed, uint64(1000+i))))
 	}
 	return fw
 }

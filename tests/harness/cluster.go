@@ -244,10 +244,17 @@ func (c *Cluster) cleanup() {
 		c.client = nil
 	}
 	c.mu.Unlock()
-	if !c.t.Failed() {
+	if !c.t.Failed() && os.Getenv(KeepLogsEnv) != "1" {
 		return
 	}
-	// Each member's cleanup prints the tail of its log; the full logs go to files.
+	if c.t.Failed() && os.Getenv(KeepLogsEnv) == "1" {
+		// For debugging: each running member dumps its goroutines (Go's SIGQUIT) into its log.
+		for _, m := range c.members {
+			m.quit()
+		}
+	}
+	// Each member's cleanup prints the tail of its log (on failure); the full logs go to
+	// files.
 	dir, err := os.MkdirTemp("", "mosaic-cluster-logs-")
 	if err != nil {
 		c.t.Logf("cannot save the members' logs: %v", err)

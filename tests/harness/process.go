@@ -230,6 +230,20 @@ func (p *Process) closeClient() {
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
+// quit makes a running process dump its goroutines and exit (Go's SIGQUIT), and waits up to
+// 5s for it.
+func (p *Process) quit() {
+	cmd, exited := p.running()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+	}
+}
+
 func (p *Process) Kill() {
 	p.t.Helper()
 	p.closeClient()

@@ -10,6 +10,8 @@ import (
 const (
 	// SubjectEnv selects the server under test: "mosaic" (the default) or "etcd".
 	SubjectEnv = "MOSAIC_TEST_SUBJECT"
+	// KeepLogsEnv=1 saves a cluster's member logs to files even when its test passes.
+	KeepLogsEnv = "MOSAIC_TEST_KEEP_LOGS"
 	// etcdMainEnv makes Main run etcd instead of the tests.
 	etcdMainEnv = "MOSAIC_TEST_ETCDMAIN"
 )
