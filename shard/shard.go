@@ -461,7 +461,8 @@ type shardActor struct {
 	aborted     map[uint64]time.Time
 	sweeping    bool
 	lastSwept   time.Time
-	pendingLead bool // leading once the resolved intents have applied
+	pendingLead bool      // leading once the resolved intents have applied
+	frozenAt    time.Time // when the range began to drain for a split
 
 	votersAt uint64 // the group's ConfChanges when handle.voters was set
 	// toLog holds decisions and aborts the leader puts in the next entry;
@@ -614,6 +615,9 @@ func (a *shardActor) handle1(msg any) {
 		}
 		a.onDecided(m.ds)
 	case *freezeMsg:
+		if !a.isFrozen {
+			a.frozenAt = time.Now()
+		}
 		a.isFrozen = true
 		a.frozen = append(a.frozen, m.reply)
 		a.checkFrozen()
@@ -893,6 +897,23 @@ func (a *shardActor) release(txn uint64) {
 		}
 	}
 	a.checkFrozen()
+}
+
+// preemptLatches drops the held latches of transactions that have put
+// nothing in this range's log, so that a range draining for a split is not
+// held up by transactions stuck on other ranges (one whose leader was
+// lost, say). A dropped transaction's proposal here fails as after a lost
+// lead, and its router runs it again.
+func (a *shardActor) preemptLatches() {
+	var txns []uint64
+	for _, ls := range a.latches.held {
+		if _, ok := a.intents[ls.txn]; !ok && !a.inFlight(ls.txn) {
+			txns = append(txns, ls.txn)
+		}
+	}
+	for _, txn := range txns {
+		a.release(txn)
+	}
 }
 
 func (a *shardActor) dropIntent(txn uint64) {
@@ -1427,6 +1448,11 @@ func (a *shardActor) onTick() {
 	}
 	if (!a.cluster || a.leading) && !a.sweeping && now.Sub(a.lastSwept) > time.Second {
 		a.sweep(now)
+	}
+	// (A single node's proposals do not check their latches, and nothing
+	// there is stuck on another member.)
+	if a.cluster && a.isFrozen && len(a.frozen) > 0 && now.Sub(a.frozenAt) > drainingStaleIntent {
+		a.preemptLatches()
 	}
 }
 

@@ -191,6 +191,7 @@ const ReadyKeyPrefix = "harness/ready/"
 // Every member must be running. The puts are real writes: they take revisions.
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	for _, m := range c.members {
+		seen := map[string]int{} // each error seen, for the report
 		for {
 			attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_, err := m.Client().Put(attempt, ReadyKeyPrefix+m.Name(), m.Name())
@@ -198,9 +199,10 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 			if err == nil {
 				break
 			}
+			seen[err.Error()]++
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("put through %s (%s): %w", m.Name(), m.Endpoint(), err)
+				return fmt.Errorf("put through %s (%s): %w (errors seen: %v)", m.Name(), m.Endpoint(), err, seen)
 			case <-time.After(100 * time.Millisecond): // retry pace
 			}
 		}
