@@ -44,6 +44,7 @@ Flags:
   --dial-timeout DURATION   Time allowed to connect (default 5s).
   --command-timeout DURATION
                             Time allowed for the request once connected (default 5s;
+                            30s for range split, which waits for the range to drain;
                             2m for range move).
   -h, --help                Print this help.
 `
@@ -99,8 +100,13 @@ func parseArgs(args []string) (opts options, words []string, err error) {
 	words = append(words, rest...)
 	timeoutSet := false
 	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "command-timeout" })
-	if !timeoutSet && len(words) >= 2 && words[0] == "range" && words[1] == "move" {
-		opts.commandTimeout = 2 * time.Minute
+	if !timeoutSet && len(words) >= 2 && words[0] == "range" {
+		switch words[1] {
+		case "move":
+			opts.commandTimeout = 2 * time.Minute
+		case "split":
+			opts.commandTimeout = 30 * time.Second
+		}
 	}
 
 	for _, e := range strings.Split(endpoints, ",") {
