@@ -463,6 +463,10 @@ type shardActor struct {
 	lastSwept   time.Time
 	pendingLead bool      // leading once the resolved intents have applied
 	frozenAt    time.Time // when the range began to drain for a split
+	// unlogged: decisions (txn -> revision) this replica logged as leader
+	// whose log entry has not applied here yet; a later leadership of this
+	// replica logs them again (finishLeadResolve).
+	unlogged map[uint64]int64
 
 	votersAt uint64 // the group's ConfChanges when handle.voters was set
 	// toLog holds decisions and aborts the leader puts in the next entry;
@@ -656,6 +660,7 @@ func (a *shardActor) start() error {
 	a.waiting = map[uint64]*proposeMsg{}
 	a.intents = map[uint64]*intent{}
 	a.perEntry = map[uint64]int{}
+	a.unlogged = map[uint64]int64{}
 	var index uint64
 	a.appliedRev = c.StartRev
 	fresh := false
@@ -1036,6 +1041,7 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 		}
 		if a.cluster {
 			for _, d := range cmd.Decided {
+				delete(a.unlogged, d.TxnId)
 				a.queueDecided(revision.Decided{TxnID: d.TxnId, Rev: d.Revision})
 			}
 			for _, txn := range cmd.Aborted {
@@ -1385,6 +1391,7 @@ func (a *shardActor) onAbortedNotice(txn uint64) {
 
 // logDecided and logAborted queue a decision or an abort for the log.
 func (a *shardActor) logDecided(txn uint64, rev int64) {
+	a.unlogged[txn] = rev
 	if a.toLog == nil {
 		a.toLog = &raftcmdpb.ShardCommand{}
 	}
@@ -1591,6 +1598,13 @@ func (a *shardActor) finishLeadResolve(m *resolvedMsg) {
 		}
 	}
 	a.deferLog = nil
+	// Decisions this replica applied as an earlier leader whose log entry
+	// never applied here: the entry may have been lost with that lead, and
+	// the followers would then keep the intents, never applied, while
+	// applying later revisions (and serving reads) past them.
+	for txn, rev := range a.unlogged {
+		toLog[txn] = rev
+	}
 	for txn, rev := range m.fates {
 		if _, ok := a.intents[txn]; !ok {
 			continue
