@@ -125,7 +125,7 @@ type TransportStats struct {
 	// undecodable), not those dropped by a Filter.
 	MessagesDropped  uint64
 	MessagesFiltered uint64 // dropped by Filter, on send or receive
-	BatchesReceived  uint64 // handshakes excluded
+	BatchesReceived  uint64 // handshakes and pings (empty batches) excluded
 	MessagesReceived uint64 // handed to the handler
 	StreamsAccepted  uint64 // inbound streams whose handshake was accepted
 	StreamsRefused   uint64 // inbound streams refused (cluster token, node id)
@@ -977,7 +977,9 @@ func (t *Transport) checkHandshake(hs *transportpb.RaftBatch) error {
 // is acknowledged too: like a network loss, the leader learns of it from
 // the follower's response (or its absence), not from the transport.
 func (t *Transport) deliver(from uint64, b *transportpb.RaftBatch) (hasSnap bool) {
-	t.stats.batchesReceived.Add(1)
+	if len(b.GetMessages()) > 0 {
+		t.stats.batchesReceived.Add(1)
+	}
 	msgs := make([]*raftpb.Message, len(b.GetMessages()))
 	for i, gm := range b.GetMessages() {
 		m := &raftpb.Message{}
