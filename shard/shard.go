@@ -463,9 +463,9 @@ type shardActor struct {
 	lastSwept   time.Time
 	pendingLead bool      // leading once the resolved intents have applied
 	frozenAt    time.Time // when the range began to drain for a split
-	// unlogged: decisions (txn -> revision) this replica logged as leader
-	// whose log entry has not applied here yet; a later leadership of this
-	// replica logs them again (finishLeadResolve).
+	// unlogged: decisions (txn -> revision) and aborts (txn -> 0) this
+	// replica logged as leader whose log entry has not applied here yet; a
+	// later leadership of this replica logs them again (finishLeadResolve).
 	unlogged map[uint64]int64
 
 	votersAt uint64 // the group's ConfChanges when handle.voters was set
@@ -1045,6 +1045,7 @@ func (a *shardActor) applyEntries(ents []*raftpb.Entry) {
 				a.queueDecided(revision.Decided{TxnID: d.TxnId, Rev: d.Revision})
 			}
 			for _, txn := range cmd.Aborted {
+				delete(a.unlogged, txn)
 				a.dropAborted(txn)
 			}
 		}
@@ -1399,6 +1400,7 @@ func (a *shardActor) logDecided(txn uint64, rev int64) {
 }
 
 func (a *shardActor) logAborted(txn uint64) {
+	a.unlogged[txn] = 0
 	if a.toLog == nil {
 		a.toLog = &raftcmdpb.ShardCommand{}
 	}
@@ -1598,11 +1600,16 @@ func (a *shardActor) finishLeadResolve(m *resolvedMsg) {
 		}
 	}
 	a.deferLog = nil
-	// Decisions this replica applied as an earlier leader whose log entry
-	// never applied here: the entry may have been lost with that lead, and
-	// the followers would then keep the intents, never applied, while
-	// applying later revisions (and serving reads) past them.
+	// Decisions and aborts this replica logged as an earlier leader whose
+	// entry never applied here: the entry may have been lost with that lead.
+	// The followers would then keep those intents: a decided one never
+	// applied while they apply later revisions (and serve reads) past it,
+	// an aborted one holding back their log's truncation.
 	for txn, rev := range a.unlogged {
+		if rev == 0 {
+			a.logAborted(txn)
+			continue
+		}
 		toLog[txn] = rev
 	}
 	for txn, rev := range m.fates {
