@@ -99,9 +99,14 @@ type leadHints struct {
 }
 
 type leadHint struct {
-	lead    uint64 // the member said to lead the range (0: none known)
-	notLead uint64 // the member that last said it does not (0: none)
+	lead    uint64    // the member said to lead the range (0: none known)
+	notLead uint64    // the member that last said it does not (0: none)
+	at      time.Time // when notLead said so
 }
+
+// refutedFor is how long a member's word that it does not lead a range
+// outweighs this member's replica naming it (it may lead again since).
+const refutedFor = time.Second
 
 func (h *leadHints) get(id uint64) leadHint {
 	h.mu.Lock()
@@ -115,21 +120,22 @@ func (h *leadHints) set(id uint64, hint leadHint) {
 	if h.m == nil {
 		h.m = map[uint64]leadHint{}
 	}
-	if hint == (leadHint{}) {
+	if hint.lead == 0 && hint.notLead == 0 {
 		delete(h.m, id)
 		return
 	}
+	hint.at = time.Now()
 	h.m[id] = hint
 }
 
 // rangeLead is the member most likely to lead range d: this member's
-// replica's view of its group, unless that member said it does not lead
-// it (a replica taken out of its group, still running here until it is
-// collected, never hears of later leaders); else the last hint; else
-// where the lead belongs.
+// replica's view of its group, unless that member said in the last
+// refutedFor that it does not lead it (a replica taken out of its group,
+// still running here until it is collected, never hears of later
+// leaders); else the last hint; else where the lead belongs.
 func (n *Node) rangeLead(d *raftcmdpb.RangeDesc) uint64 {
 	h := n.hints.get(d.Id)
-	if s := n.shard(d.Id); s != nil && s.Lead() != 0 && s.Lead() != h.notLead {
+	if s := n.shard(d.Id); s != nil && s.Lead() != 0 && (s.Lead() != h.notLead || time.Since(h.at) > refutedFor) {
 		return s.Lead()
 	}
 	if h.lead != 0 {
@@ -252,10 +258,20 @@ func (n *Node) splitter(ctx context.Context, key []byte) (*grpc.ClientConn, uint
 	if d == nil {
 		return nil, 0, nil // Split answers
 	}
-	if s := n.shard(d.Id); s != nil && s.Leader() {
+	s := n.shard(d.Id)
+	if s != nil && s.Leader() {
 		return nil, 0, nil
 	}
 	to := n.rangeLead(d)
+	if s == nil && (to == n.nodeID || to == 0) {
+		// No replica here to split with: one that has one knows more.
+		for _, id := range d.Replicas {
+			if id != n.nodeID {
+				to = id
+				break
+			}
+		}
+	}
 	if to == n.nodeID || to == 0 {
 		return nil, 0, nil // Split waits for the lead a moment
 	}
