@@ -98,9 +98,6 @@ type Config struct {
 	// OnSplit is told of every split the replica applies (replaying its
 	// log too), in log order.
 	OnSplit func(*SplitResult)
-	// SplitApplying, if set, is told of a split as the replica applies it,
-	// before View shows the new range table.
-	SplitApplying func(*SplitResult)
 	// OnMembers is told of every change of the member list.
 	OnMembers func([]*raftcmdpb.Member)
 	// OnReplicas is told of every change of the ranges' replicas (the
@@ -884,9 +881,6 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 			a.cfg.Logger.Fatal("revision oracle: undecodable log entry", zap.Uint64("index", e.GetIndex()), zap.Error(err))
 		}
 		fx := a.state.Apply(e.GetIndex(), cmd)
-		if fx.Split != nil && a.cfg.SplitApplying != nil {
-			a.cfg.SplitApplying(fx.Split)
-		}
 		fx.checkpointed = len(cmd.Checkpoints) > 0
 		for _, id := range fx.LeaseIDs {
 			if a.leaseChanges == nil {

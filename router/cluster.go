@@ -239,17 +239,15 @@ func (n *Node) MemberID() uint64 { return n.oracle.View().MemberID }
 // before it serves a read. Decisions for the new range wait in n.early.
 func (n *Node) onSplit(res *revision.SplitResult) {
 	n.markKnown(res.Left, res.Right)
-	started := n.started.Load()
-	left := n.shard(res.Left.Id)
 	n.startMu.Lock()
 	n.created[res.Right.Id] = res.StartRev
 	n.splitMembers[res.Right.Id] = res.Members
 	// The member that split it holds the new range's data: its replica of
-	// the left range led it and was drained (Node.Split). So may others
-	// (beforeSplit).
+	// the left range led it and was drained (Node.Split).
 	if n.splitting.CompareAndSwap(res.Left.Id, 0) {
 		n.authoritative[res.Right.Id] = true
 	}
+	started := n.started.Load()
 	// Both sides live on the left side's replicas: a member the table does
 	// not list for them starts nothing (a replica of the left side still
 	// running here is on its way out, and may never apply the split).
@@ -261,6 +259,7 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	if !n.cluster || !started {
 		return // single node: Split does it; at start: OpenNode does it
 	}
+	left := n.shard(res.Left.Id)
 	if left != nil {
 		left.Unfreeze(res.Left)
 	}
@@ -282,26 +281,6 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 			n.lg.Error("starting a split's new range failed", zap.Uint64("range", res.Right.Id), zap.Error(err))
 		}
 	}()
-}
-
-// beforeSplit runs as this member's oracle replica applies a split, before
-// the new range table shows (so before any replica here clips a write to
-// its new span). A replica of the left range that has applied every
-// revision up to the split holds the new range's data, as the splitter
-// does: such members start the new range's group themselves, with the
-// same data and voters, so that the new range does not depend on the
-// splitter alone (a splitter that crashed right after the split left the
-// new range with no replica holding its data). The others start it empty
-// and are sent a snapshot.
-func (n *Node) beforeSplit(res *revision.SplitResult) {
-	if !n.cluster || !n.started.Load() {
-		return
-	}
-	if left := n.shard(res.Left.Id); left != nil && left.AppliedRev() >= res.StartRev {
-		n.startMu.Lock()
-		n.authoritative[res.Right.Id] = true
-		n.startMu.Unlock()
-	}
 }
 
 // waitShard waits until range id's replica runs here and has recovered.

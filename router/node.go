@@ -213,7 +213,6 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 		Peers:          n.peers,
 		Send:           n.sender(revision.GroupID),
 		OnSplit:        n.onSplit,
-		SplitApplying:  n.beforeSplit,
 		OnMembers:      n.onMembers,
 		OnReplicas:     func() { go n.syncReplicas() },
 		OnRestore:      func() { go n.reconcile() },
