@@ -60,9 +60,10 @@ func (a *shardActor) electionStep(m *raftpb.Message) bool {
 }
 
 // send hands the group's messages to the transport, without vote requests
-// if this replica takes no part in elections.
+// if this replica takes no part in elections (the table is looked up only
+// when there are some: send runs on every Ready).
 func (a *shardActor) send(msgs []*raftpb.Message) {
-	if !a.inElections(a.cfg.NodeID) {
+	if slices.ContainsFunc(msgs, isVoteRequest) && !a.inElections(a.cfg.NodeID) {
 		msgs = slices.DeleteFunc(msgs, isVoteRequest)
 	}
 	if len(msgs) > 0 && a.cfg.Send != nil {
