@@ -57,6 +57,8 @@ type Config struct {
 	ClusterOut string
 	// Watch adds the watch workloads (bench/watch.go).
 	Watch bool
+	// Only, when set, keeps just these workloads (by name).
+	Only []string
 }
 
 // Single-node targets (the default) and 3-member cluster targets.
@@ -108,10 +110,13 @@ func main() {
 	flag.IntVar(&cfg.Rounds, "rounds", 1, "run every target this many times, interleaved; report medians")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (binaries, data, logs, raw outputs)")
 	flag.BoolVar(&cfg.NoWrite, "no-write", false, "print the table only; don't write the results file")
+	var only string
+	flag.StringVar(&only, "only", "", "comma-separated workload names to run alone (put-1, put-many, range-l, range-s, watch-1, watch-1000, watch-10000); use with -no-write")
 	flag.BoolVar(&cfg.Watch, "watch", true, "also run the watch workloads (etcd's benchmark watch-latency: 1, 1,000 and 10,000 watchers)")
 	flag.Parse()
 	cfg.KeySize = 8
 	cfg.Targets = splitList(targets)
+	cfg.Only = splitList(only)
 	if len(cfg.Targets) == 1 && cfg.Targets[0] == "all" {
 		cfg.Targets = allTargets
 	}
@@ -482,15 +487,15 @@ var clusterWorkloads = []string{"put-many", "range-l", "range-s"}
 // single node; put at many clients and the two range workloads, with the
 // same arguments, on a cluster.
 func TargetWorkloads(cfg *Config, target string) []Workload {
-	ws := Workloads(cfg)
-	if !isCluster(target) {
-		return ws
-	}
 	var out []Workload
-	for _, w := range ws {
-		if contains(clusterWorkloads, w.Name) {
-			out = append(out, w)
+	for _, w := range Workloads(cfg) {
+		if isCluster(target) && !contains(clusterWorkloads, w.Name) {
+			continue
 		}
+		if len(cfg.Only) > 0 && !contains(cfg.Only, w.Name) {
+			continue
+		}
+		out = append(out, w)
 	}
 	return out
 }

@@ -90,6 +90,26 @@ func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRe
 	return mergeChanges(parts, limit), nil
 }
 
+// Recent answers from the store's memory of its latest changes when this
+// member holds every range of the span and each has applied every revision
+// up to toRev assigned to it (the store remembers a change once it is
+// applied; Revs checks the same, but on a view that may be older).
+func (w WatchSource) Recent(key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, bool) {
+	v := w.n.oracle.View()
+	for _, d := range v.Ranges {
+		if _, ok := clip(key, end, d); !ok {
+			continue
+		}
+		if w.n.remote(d) {
+			return nil, false
+		}
+		if s := w.n.shard(d.Id); s == nil || s.AppliedRev() < min(toRev, v.LastRev[d.Id]) {
+			return nil, false
+		}
+	}
+	return w.n.store.RecentChanges(key, end, fromRev, toRev, limit)
+}
+
 func (w WatchSource) local(key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
 	var out []mvcc.Change
 	err := w.n.store.View(func(r *mvcc.Reader) error {

@@ -19,8 +19,10 @@
 //
 // Events come only from the Source. The hub keeps a cursor: every event at
 // or below it has been queued for every synced watcher. When the visible
-// revision passes the cursor the hub issues one read of the changes in
-// (cursor, visible] over the bounding span of all watchers and hands each
+// revision passes the cursor the hub takes the changes in (cursor, visible]
+// over the bounding span of all watchers — from the Source's memory of its
+// newest revisions (Recent, no read, no goroutine) when it has them, else
+// with one read of the history in a goroutine — and hands each
 // revision's events to the synced watchers through a span index (group.go):
 // one response per watcher per revision, header revision = that revision,
 // as etcd's synced watchers get them. A watcher whose start revision is in

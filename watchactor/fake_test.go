@@ -27,6 +27,11 @@ type memSource struct {
 	compacted int64
 	adv       chan struct{}
 	reads     int
+	// memory makes Recent answer (as a store's feed does) for revisions
+	// above memorySince; otherwise every read goes through Changes.
+	memory      bool
+	memorySince int64
+	recents     int
 }
 
 func newMemSource() *memSource {
@@ -58,6 +63,20 @@ func (m *memSource) Changes(_ context.Context, key, end []byte, from, to int64, 
 	if from < m.compacted {
 		return nil, mvcc.ErrCompacted
 	}
+	return m.changesLocked(key, end, from, to, limit), nil
+}
+
+func (m *memSource) Recent(key, end []byte, from, to int64, limit int) ([]mvcc.Change, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.memory || from <= m.memorySince {
+		return nil, false
+	}
+	m.recents++
+	return m.changesLocked(key, end, from, to, limit), true
+}
+
+func (m *memSource) changesLocked(key, end []byte, from, to int64, limit int) []mvcc.Change {
 	sp := span{key: key, end: end}
 	if len(end) == 1 && end[0] == 0 {
 		sp.end = []byte{}
@@ -74,7 +93,7 @@ func (m *memSource) Changes(_ context.Context, key, end []byte, from, to int64, 
 		}
 		out = append(out, c)
 	}
-	return out, nil
+	return out
 }
 
 // write applies one revision of puts (value != "") and deletes, visible at

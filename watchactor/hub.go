@@ -234,6 +234,10 @@ func (h *hub) advance() {
 	from, to := h.cursor+1, visible
 	h.reading, h.readTo, h.readSeq = true, to, h.seq
 	limit := h.srv.opts.readLimit
+	if ch, ok := h.src.Recent(key, end, from, to, limit); ok {
+		h.syncedDone(&syncedResult{from: from, to: to, changes: ch})
+		return
+	}
 	go func() {
 		ch, err := h.src.Changes(context.Background(), key, end, from, to, limit)
 		h.reply(&syncedResult{from: from, to: to, changes: ch, err: err})

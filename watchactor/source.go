@@ -30,4 +30,8 @@ type Source interface {
 	// visible revision. A fromRev below the compact revision fails with
 	// mvcc.ErrCompacted.
 	Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error)
+	// Recent is Changes answered from memory without blocking, for the
+	// newest revisions; false when memory cannot answer (then call
+	// Changes). The events are shared: do not modify them.
+	Recent(key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, bool)
 }

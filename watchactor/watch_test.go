@@ -14,7 +14,26 @@ import (
 )
 
 func TestCreateAndEvents(t *testing.T) {
-	src := newMemSource()
+	bothSources(t, testCreateAndEvents)
+}
+
+// bothSources runs a test on a source whose new revisions come from
+// history reads, and on one that also answers them from memory (Recent).
+func bothSources(t *testing.T, test func(t *testing.T, src *memSource)) {
+	t.Run("reads", func(t *testing.T) { test(t, newMemSource()) })
+	t.Run("memory", func(t *testing.T) {
+		src := newMemSource()
+		src.memory = true
+		test(t, src)
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		if src.recents == 0 {
+			t.Fatal("no revision was answered from memory")
+		}
+	})
+}
+
+func testCreateAndEvents(t *testing.T, src *memSource) {
 	src.write(false, "a", "1")
 	_, c := serve(t, src, Options{})
 	ws, _ := open(t, c)
@@ -70,7 +89,10 @@ func TestCatchUpAndCompaction(t *testing.T) {
 // TestSlowStream: a stream whose client never reads must not hold up
 // another stream, and once it reads again it gets every event exactly once.
 func TestSlowStream(t *testing.T) {
-	src := newMemSource()
+	bothSources(t, testSlowStream)
+}
+
+func testSlowStream(t *testing.T, src *memSource) {
 	_, c := serve(t, src, Options{maxQueued: 8, maxQueuedBytes: 1 << 10, readLimit: 16})
 	slow, _ := open(t, c)
 	fast, _ := open(t, c)

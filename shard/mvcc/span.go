@@ -119,6 +119,7 @@ func (s *Store) ClearSpan(start, end []byte) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("clear span", err)
 	}
+	s.feed.reset(0)
 	return nil
 }
 
@@ -138,7 +139,25 @@ func (s *Store) ImportSpan(start, end []byte, recs []SpanRecord) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("import span", err)
 	}
+	s.feed.reset(maxRecordRev(recs))
 	return nil
+}
+
+// maxRecordRev is the highest revision of the records' versions and
+// changes.
+func maxRecordRev(recs []SpanRecord) int64 {
+	var top int64
+	for _, rec := range recs {
+		switch {
+		case len(rec.Key) > revLen && rec.Key[0] == nsData:
+			top = max(top, dataRev(rec.Key))
+		case len(rec.Key) > 0 && rec.Key[0] == nsChange:
+			if rev, _, _, err := splitChangeKey(rec.Key); err == nil {
+				top = max(top, rev)
+			}
+		}
+	}
+	return top
 }
 
 // ReplaceSpan makes the span's records exactly recs, never leaving a
@@ -177,5 +196,6 @@ func (s *Store) ReplaceSpan(start, end []byte, recs []SpanRecord) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("replace span", err)
 	}
+	s.feed.reset(0)
 	return nil
 }

@@ -62,6 +62,8 @@ type Store struct {
 
 	compactMu   sync.Mutex // serializes Compact
 	compactDone int64      // highest revision physically compacted; guarded by compactMu
+
+	feed *feed // the latest revisions' changes, for watch (feed.go)
 }
 
 // Open opens (or creates) the store in dir. A non-empty dir that is not a Mosaic store, or a
@@ -102,7 +104,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64}
+	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64, feed: newFeed()}
 	if opts.InMemory {
 		// Without a value log, badger keeps values only up to the threshold.
 		s.maxValue = bo.ValueThreshold
@@ -227,7 +229,18 @@ func (s *Store) Update(fn func(w *Writer) error) error {
 	if err := txn.Commit(); err != nil {
 		return wrapBadger("commit", err)
 	}
+	s.feed.add(w.written)
 	return nil
+}
+
+// RecentChanges is Reader.Changes served from memory: the changes of the
+// latest revisions, as Updates committed them. It answers false when the
+// memory no longer holds (or never held) every change from fromRev on;
+// then read the store. The caller must know that every revision up to
+// toRev is applied on every range of the span this store holds. The
+// returned events are shared: do not modify them.
+func (s *Store) RecentChanges(key, end []byte, fromRev, toRev int64, limit int) ([]Change, bool) {
+	return s.feed.get(key, end, fromRev, toRev, limit)
 }
 
 // View runs fn on a consistent snapshot. The Reader must not be used after fn returns.
