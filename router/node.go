@@ -88,6 +88,7 @@ type Node struct {
 
 	sigMu   sync.Mutex
 	applied chan struct{} // closed and replaced whenever a shard applies
+	onApply []func()      // called by the shard after each apply (WatchSource.OnAdvance)
 
 	stop     chan struct{}
 	stopped  chan struct{}
@@ -368,8 +369,17 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	return s, nil
 }
 
-// signalApplied wakes whoever waits on appliedSignal.
+// signalApplied runs the OnAdvance callbacks on the caller's (the
+// shard's) goroutine, then wakes whoever waits on appliedSignal (after, so
+// that the watch hub's own goroutine does not wake first and take the work
+// the callback would do at once).
 func (n *Node) signalApplied() {
+	n.sigMu.Lock()
+	hooks := n.onApply
+	n.sigMu.Unlock()
+	for _, fn := range hooks {
+		fn()
+	}
 	n.sigMu.Lock()
 	close(n.applied)
 	n.applied = make(chan struct{})

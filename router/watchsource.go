@@ -52,6 +52,13 @@ func (w WatchSource) Current() int64 { return w.n.oracle.View().Rev }
 
 func (w WatchSource) Advanced() <-chan struct{} { return w.n.appliedSignal() }
 
+// OnAdvance has fn called by each shard right after it applies.
+func (w WatchSource) OnAdvance(fn func()) {
+	w.n.sigMu.Lock()
+	defer w.n.sigMu.Unlock()
+	w.n.onApply = append(w.n.onApply, fn)
+}
+
 // Changes reads the span's events from the store here when this member
 // holds every range of it, and otherwise range by range, from replicas on
 // other members for the ranges it does not hold.

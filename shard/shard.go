@@ -1364,16 +1364,16 @@ func (a *shardActor) applyBatch(ds []revision.Decided, pre map[int32][]*mvccpb.K
 	a.appliedRev = dones[len(dones)-1].out.Rev
 	a.handle.index.Store(a.lowWaterNow())
 	a.handle.setApplied(a.appliedRev)
+	// Before the writers are answered, as etcd notifies its watchers in
+	// the write's apply: the watch service may hand the events out here.
+	if a.cfg.OnApplied != nil {
+		a.cfg.OnApplied()
+	}
 	for _, d := range dones {
 		if d.in.applied != nil {
 			d.in.applied <- d.out
 		}
 		a.release(d.in.txn)
-	}
-	// Last, so that the watch service, woken here, tends to run before
-	// the writers just answered (Go runs the goroutine readied last first).
-	if a.cfg.OnApplied != nil {
-		a.cfg.OnApplied()
 	}
 }
 

@@ -35,8 +35,7 @@ const (
 )
 
 const (
-	partMembers   = 3
-	partClients   = 9                  // client i is bound to member i % partMembers
+	partClientsPerMember = 3 // client i is bound to member i % members
 	partKeys      = 20                 // the fault test's keys faultKey(0..19)
 	partProbeKey  = "partition/probe/" // + member name: the test's own probes
 	partOpTimeout = 2 * time.Second
@@ -105,7 +104,19 @@ type partIsolation struct {
 //
 // It needs Docker: it is skipped when `docker info` fails, with MOSAIC_SKIP_DOCKER=1, or
 // with -short. MOSAIC_PARTITION_SEED replays a workload.
-func TestPartitionDocker(t *testing.T) {
+func TestPartitionDocker(t *testing.T) { testPartition(t, 3, nil) }
+
+// TestPartitionDocker5 is TestPartitionDocker on 5 members with ranges of 3
+// replicas (the default replication factor): the test's keys are split into
+// 5 ranges first, so members hold different ranges and a member cut off may
+// not hold the range a request needs.
+func TestPartitionDocker5(t *testing.T) {
+	testPartition(t, 5, []string{faultKey(4), faultKey(8), faultKey(12), faultKey(16)})
+}
+
+// testPartition runs the partition test on a cluster of n members whose
+// keys are first split at splitAt.
+func testPartition(t *testing.T, n int, splitAt []string) {
 	if testing.Short() {
 		t.Skip("-short: skipping a test that builds an image and runs containers")
 	}
@@ -117,7 +128,7 @@ func TestPartitionDocker(t *testing.T) {
 	say("seed %d (%s=%d to replay)", seed, partSeedEnv, seed)
 
 	image := harness.BuildServerImage(t)
-	cluster := harness.StartDockerCluster(t, partMembers, image)
+	cluster := harness.StartDockerCluster(t, n, image)
 	members := cluster.Members()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := cluster.WaitReady(ctx); err != nil {
@@ -129,6 +140,19 @@ func TestPartitionDocker(t *testing.T) {
 		t.Fatalf("not every member answers Status: member ids %x", ids)
 	}
 	say("cluster ready %s after the start of the test", time.Since(testStart).Round(time.Millisecond))
+	if len(splitAt) > 0 && !harness.SubjectIsEtcd() {
+		for _, key := range splitAt {
+			if out, errOut, err := harness.Mosaicctl(t, members[0].Endpoint, "range", "split", "--", key); err != nil {
+				t.Fatalf("mosaicctl range split %q: %v\n%s%s", key, err, out, errOut)
+			}
+		}
+		out, errOut, err := harness.Mosaicctl(t, members[0].Endpoint, "range", "list")
+		if err != nil {
+			t.Fatalf("mosaicctl range list: %v\n%s", err, errOut)
+		}
+		say("ranges after splitting:\n%s", out)
+	}
+	partClients := partClientsPerMember * n
 
 	// Live watchers from a revision before the workload (see partition_watch_test.go); they
 	// do not resume on the member cut off at the moment.
@@ -146,7 +170,7 @@ func TestPartitionDocker(t *testing.T) {
 	base := time.Now()
 	now := func() int64 { return int64(time.Since(base)) }
 	for cl := range partClients {
-		member := cl % partMembers
+		member := cl % n
 		c := harness.NewClient(t, members[member].Endpoint)
 		defer c.Close()
 		wg.Add(1)

@@ -8,7 +8,11 @@
 // One hub goroutine owns every watcher of the node (hub.go); it is an
 // actor in all but name — a mailbox (its inbox channel), state no one else
 // touches, and no blocking: reads of the history run in goroutines and come
-// back as messages, and queuing a response for a stream never waits. Each
+// back as messages, and queuing a response for a stream never waits. One
+// exception to "no one else": a shard that has just applied may run the
+// hub's fan-out of the new revisions itself, under the hub's mutex, when
+// the hub is free and has few synced watchers (advanceInline) — so, as in
+// etcd, a write's events are queued before its client is answered. Each
 // Watch RPC has a receive goroutine that forwards requests to the hub and
 // a sender goroutine that drains the stream's bounded queue into gRPC
 // (stream.go). Plain goroutines are used instead of protoactor: the hub

@@ -32,6 +32,7 @@ type memSource struct {
 	memory      bool
 	memorySince int64
 	recents     int
+	hooks       []func() // OnAdvance's
 }
 
 func newMemSource() *memSource {
@@ -48,6 +49,12 @@ func (m *memSource) Current() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.rev
+}
+
+func (m *memSource) OnAdvance(fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hooks = append(m.hooks, fn)
 }
 
 func (m *memSource) Advanced() <-chan struct{} {
@@ -135,6 +142,12 @@ func (m *memSource) show(rev int64) {
 	if rev > m.visible {
 		m.visible = rev
 	}
+	hooks := m.hooks
+	m.mu.Unlock()
+	for _, fn := range hooks {
+		fn()
+	}
+	m.mu.Lock()
 	close(m.adv)
 	m.adv = make(chan struct{})
 	m.mu.Unlock()

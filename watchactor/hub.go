@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -114,6 +115,12 @@ type hub struct {
 	stopc chan struct{}
 	donec chan struct{}
 
+	// mu is held by whichever goroutine runs the hub's code: its own loop,
+	// or an applier running a small fan-out itself (advanceInline). All
+	// the state below is guarded by it.
+	mu      sync.Mutex
+	stopped bool
+
 	cursor  int64
 	readTo  int64
 	reading bool
@@ -174,17 +181,48 @@ func (h *hub) run() {
 	defer tick.Stop()
 	for {
 		adv := h.src.Advanced()
+		h.mu.Lock()
 		h.advance()
+		h.mu.Unlock()
 		select {
 		case <-h.stopc:
+			h.mu.Lock()
+			h.stopped = true
+			h.mu.Unlock()
 			return
 		case <-adv:
 		case <-tick.C:
+			h.mu.Lock()
 			h.catchup()
+			h.mu.Unlock()
 		case m := <-h.inbox:
+			h.mu.Lock()
 			h.handle(m)
+			h.mu.Unlock()
 		}
 	}
+}
+
+// inlineWatchers bounds the synced watchers whose fan-out an applier runs
+// itself.
+const inlineWatchers = 128
+
+// advanceInline runs advance on the caller's goroutine, an applier that
+// just made a revision visible, when the hub is free and has a few synced
+// watchers (1 to inlineWatchers): their events then leave without waiting
+// for the hub's own goroutine to be scheduled (etcd, too, hands events to
+// its watchers in the write's apply). Otherwise it does nothing, and the
+// hub's loop, woken by Advanced, does the work. It never blocks: advance
+// queues without waiting and reads the history in a goroutine.
+func (h *hub) advanceInline() {
+	if !h.mu.TryLock() {
+		return
+	}
+	defer h.mu.Unlock()
+	if h.stopped || h.synced.size() == 0 || h.synced.size() > inlineWatchers {
+		return
+	}
+	h.advance()
 }
 
 func (h *hub) handle(m any) {

@@ -101,6 +101,7 @@ func NewServer(src Source, opts Options) *Server {
 	opts.defaults()
 	s := &Server{src: src, opts: opts, lg: opts.Logger}
 	s.hub = newHub(s)
+	src.OnAdvance(s.hub.advanceInline)
 	go s.hub.run()
 	return s
 }

@@ -21,6 +21,10 @@ type Source interface {
 	// Advanced returns a channel closed the next time the visible
 	// revision may have moved (the caller then calls Revs again).
 	Advanced() <-chan struct{}
+	// OnAdvance registers fn to be called, on the goroutine that moved it,
+	// each time the visible revision may have moved (after Advanced's
+	// channel is closed). fn never blocks.
+	OnAdvance(fn func())
 	// Changes lists the events of the span (etcd's key/range_end
 	// conventions; end == "\x00" is every key >= key) with
 	// fromRev <= rev <= toRev, in revision order and, within a revision,
