@@ -254,3 +254,25 @@ not json
 		t.Errorf("info only: %q", got)
 	}
 }
+
+// TestWatchMemoryTable: the servers' memory during a watch workload is the
+// median over rounds and is reported beside etcd's.
+func TestWatchMemoryTable(t *testing.T) {
+	cfg := &Config{Clients: 100, ValSize: 256, KeySize: 8, KeySpace: 100000, RangeKey: "k", Watch: true}
+	agg := func(name string, peaks ...int64) *TargetResult {
+		var rounds []*TargetResult
+		for i, peak := range peaks {
+			tr := &TargetResult{Name: name, Round: i + 1, LoadBefore: "1.0"}
+			tr.Workloads = []*WorkloadResult{{Workload: WatchWorkloads(cfg)[2], RSSBefore: 10 << 10, RSSPeak: peak << 10,
+				Result: &Result{RPS: 1, Percentiles: map[string]float64{}}}}
+			rounds = append(rounds, tr)
+		}
+		return Aggregate(cfg, rounds)
+	}
+	rep := &Report{Config: cfg, Targets: []*TargetResult{agg("etcd", 100, 300, 200), agg("mosaic-1", 50, 150, 100)}}
+	md := rep.Markdown()
+	if !strings.Contains(md, "| watch latency, 10,000 watchers on 1,000 streams | Mosaic, 1 range | 10 | 100 | 0.50× |") ||
+		!strings.Contains(md, "| watch latency, 10,000 watchers on 1,000 streams | etcd | 10 | 200 | – |") {
+		t.Errorf("memory table missing or wrong:\n%s", md)
+	}
+}

@@ -341,8 +341,18 @@ func runTarget(ctx context.Context, cfg *Config, bins *Binaries, work string, tr
 			case <-wctx.Done():
 			}
 		}()
+		var rssPeak <-chan int64
+		stopRSS := make(chan struct{})
+		if n == 1 && strings.HasPrefix(w.Name, "watch-") {
+			wr.RSSBefore, _ = srv.Members[0].RSSKB()
+			rssPeak = srv.Members[0].sampleRSS(stopRSS)
+		}
 		stdout, stderr, err := runBounded(wctx, cfg.WorkloadTimeout, bins.Benchmark, args...)
 		wcancel()
+		close(stopRSS)
+		if rssPeak != nil {
+			wr.RSSPeak = <-rssPeak
+		}
 		wr.Wall = time.Since(t0)
 		var cpu1 []float64
 		if n > 1 && srv.Alive() {

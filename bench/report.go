@@ -17,6 +17,9 @@ type WorkloadResult struct {
 	Note     string  // e.g. rounds in which it did not run
 	Wall     time.Duration
 	CPU      string // cluster targets: CPU time each member used during it
+	// Single-node watch workloads: the server's resident memory (kB) just
+	// before the workload and its highest sample during it.
+	RSSBefore, RSSPeak int64
 }
 
 // TargetResult is everything measured on one target.
@@ -101,9 +104,28 @@ func Aggregate(cfg *Config, rounds []*TargetResult) *TargetResult {
 		if len(res) > 0 {
 			wr.Result = medianResult(res)
 		}
+		var before, peak []float64
+		for _, r := range rounds {
+			if x := r.workload(w.Name); x != nil && x.RSSPeak > 0 {
+				before = append(before, float64(x.RSSBefore))
+				peak = append(peak, float64(x.RSSPeak))
+			}
+		}
+		if len(peak) > 0 {
+			wr.RSSBefore, wr.RSSPeak = int64(median(before)), int64(median(peak))
+		}
 		agg.Workloads = append(agg.Workloads, wr)
 	}
 	return agg
+}
+
+// median of v (sorted in place).
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 func medianResult(rs []*Result) *Result {
@@ -112,11 +134,7 @@ func medianResult(rs []*Result) *Result {
 		for i, r := range rs {
 			v[i] = f(r)
 		}
-		sort.Float64s(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return median(v)
 	}
 	out := &Result{
 		RPS:         med(func(r *Result) float64 { return r.RPS }),
@@ -348,6 +366,37 @@ func (r *Report) Table() string {
 	return sb.String()
 }
 
+// memoryTable writes the servers' resident memory during the watch
+// workloads, if measured.
+func (r *Report) memoryTable(p func(string, ...any)) {
+	var lines []string
+	for _, w := range Workloads(r.Config) {
+		for _, t := range r.Targets {
+			x := t.workload(w.Name)
+			if x == nil || x.RSSPeak == 0 {
+				continue
+			}
+			vs := "–"
+			if e := r.target(baseline(t.Name)); e != nil && e != t {
+				if ex := e.workload(w.Name); ex != nil && ex.RSSPeak > 0 {
+					vs = ratio(float64(x.RSSPeak), float64(ex.RSSPeak))
+				}
+			}
+			lines = append(lines, fmt.Sprintf("| %s | %s | %.0f | %.0f | %s |\n", w.Title, r.title(t.Name), float64(x.RSSBefore)/1024, float64(x.RSSPeak)/1024, vs))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	p("## Server memory during the watch workloads\n\n")
+	p("Resident memory (VmRSS, MiB) of the server process just before each watch workload and the highest of its samples every 50ms during it (medians over the rounds); peak ÷ etcd is Mosaic's peak over etcd's.\n\n")
+	p("| workload | target | RSS before | peak RSS | peak ÷ etcd |\n| --- | --- | ---: | ---: | ---: |\n")
+	for _, l := range lines {
+		p("%s", l)
+	}
+	p("\n")
+}
+
 func mdCell(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
 	return strings.ReplaceAll(s, "\n", " ")
@@ -403,6 +452,7 @@ func (r *Report) Markdown() string {
 		p(" **The machine was busy with other work during this run** (load above its core count), so absolute numbers are low and noisy; compare within the run only.")
 	}
 	p("\n\n")
+	r.memoryTable(p)
 
 	p("## Targets from the issue\n\n")
 	var mosaics []*TargetResult

@@ -469,6 +469,45 @@ func (s *Server) CPUSeconds() (float64, error) {
 	return (ut + st) / 100, nil
 }
 
+// RSSKB is the process's resident memory now, in kB, from /proc/PID/status.
+func (s *Server) RSSKB() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			_, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// sampleRSS records the server's highest resident memory until stop is
+// closed, sampling every 50ms, and sends it on the returned channel.
+func (s *Server) sampleRSS(stop <-chan struct{}) <-chan int64 {
+	out := make(chan int64, 1)
+	go func() {
+		var peak int64
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if kb, err := s.RSSKB(); err == nil {
+				peak = max(peak, kb)
+			}
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
 // CPUSeconds is every member's CPU time so far (0 where it can't be read).
 func (c *Cluster) CPUSeconds() []float64 {
 	out := make([]float64, len(c.Members))
