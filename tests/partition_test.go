@@ -150,7 +150,11 @@ func testPartition(t *testing.T, n int, splitAt []string) {
 		if err != nil {
 			t.Fatalf("mosaicctl range list: %v\n%s", err, errOut)
 		}
-		say("ranges after splitting:\n%s", out)
+		var named []string
+		for i, m := range members {
+			named = append(named, fmt.Sprintf("%s=%x", m.Name, ids[i]))
+		}
+		say("ranges after splitting (members %s):\n%s", strings.Join(named, " "), out)
 	}
 	partClients := partClientsPerMember * n
 
