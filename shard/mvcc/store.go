@@ -113,7 +113,31 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
 	}
+	// The feed holds nothing written before now.
+	last, err := s.lastChangeRev()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
+	}
+	s.feed.reset(last)
 	return s, nil
+}
+
+// lastChangeRev is the highest revision of the change index (0 if empty).
+func (s *Store) lastChangeRev() (int64, error) {
+	var last int64
+	err := s.View(func(r *Reader) error {
+		it := r.txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{nsChange}})
+		defer it.Close()
+		it.Seek([]byte{nsChange + 1})
+		if !it.Valid() {
+			return nil
+		}
+		rev, _, _, err := splitChangeKey(it.Item().Key())
+		last = rev
+		return err
+	})
+	return last, err
 }
 
 // openBadger opens badger, turning damage into errors: see preflight.go, and a panic inside
