@@ -287,18 +287,21 @@ func StartDockerCluster(t testing.TB, n int, image string) *DockerCluster {
 	}
 	for _, m := range c.members {
 		args := []string{"create", "--name", m.Container, "--label", dockerLabelArg(),
-			"--network", c.ClientNet, "-p", fmt.Sprintf("127.0.0.1::%d", DockerClientPort),
-			image,
-			"--name=" + m.Name,
+			"--network", c.ClientNet, "-p", fmt.Sprintf("127.0.0.1::%d", DockerClientPort)}
+		if v := os.Getenv("MOSAIC_RAFT_INFO_LOGS"); v != "" {
+			args = append(args, "-e", "MOSAIC_RAFT_INFO_LOGS="+v) // Raft's elections in the logs
+		}
+		args = append(args, image,
+			"--name="+m.Name,
 			"--data-dir=/data",
 			fmt.Sprintf("--listen-client-urls=http://0.0.0.0:%d", DockerClientPort),
 			fmt.Sprintf("--advertise-client-urls=http://%s:%d", m.PeerHost, DockerClientPort),
 			fmt.Sprintf("--listen-peer-urls=http://0.0.0.0:%d", DockerPeerPort),
 			fmt.Sprintf("--initial-advertise-peer-urls=http://%s:%d", m.PeerHost, DockerPeerPort),
-			"--initial-cluster=" + strings.Join(initial, ","),
+			"--initial-cluster="+strings.Join(initial, ","),
 			"--initial-cluster-state=new",
-			"--initial-cluster-token=" + prefix,
-		}
+			"--initial-cluster-token="+prefix,
+		)
 		mustDocker(t, args...)
 		m.connect()
 	}
@@ -511,6 +514,13 @@ func (c *DockerCluster) cleanup() {
 		m.mu.Unlock()
 	}
 	if c.t.Failed() && len(c.members) > 0 {
+		if os.Getenv(KeepLogsEnv) == "1" {
+			// For debugging: each member dumps its goroutines (Go's SIGQUIT) into its log.
+			for _, m := range c.members {
+				Docker(context.Background(), "kill", "--signal", "QUIT", m.Container)
+			}
+			time.Sleep(time.Second)
+		}
 		dir, err := os.MkdirTemp("", "mosaic-docker-logs-")
 		for _, m := range c.members {
 			logs := m.Logs()
