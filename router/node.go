@@ -167,7 +167,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	if err := checkDataDir(c.DataDir); err != nil {
 		return nil, err
 	}
-	store, err := mvcc.Open(filepath.Join(c.DataDir, "state"), mvcc.Options{Logger: c.Logger})
+	// A cluster's watch service reads new revisions from the store, not
+	// from its memory of them (WatchSource.Recent).
+	store, err := mvcc.Open(filepath.Join(c.DataDir, "state"), mvcc.Options{Logger: c.Logger, NoChangeFeed: len(c.Members) > 1})
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", c.DataDir, err)
 	}

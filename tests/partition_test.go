@@ -37,13 +37,13 @@ const (
 )
 
 const (
-	partClientsPerMember = 3 // client i is bound to member i % members
-	partKeys      = 20                 // the fault test's keys faultKey(0..19)
-	partProbeKey  = "partition/probe/" // + member name: the test's own probes
-	partOpTimeout = 2 * time.Second
-	partWarmup    = 2 * time.Second
-	partCutFor    = 5 * time.Second // how long a member stays cut off
-	partSettle    = 2 * time.Second // workload after a member is back
+	partClientsPerMember = 3                  // client i is bound to member i % members
+	partKeys             = 20                 // the fault test's keys faultKey(0..19)
+	partProbeKey         = "partition/probe/" // + member name: the test's own probes
+	partOpTimeout        = 2 * time.Second
+	partWarmup           = 2 * time.Second
+	partCutFor           = 5 * time.Second // how long a member stays cut off
+	partSettle           = 2 * time.Second // workload after a member is back
 	// partMajorityAck bounds the time from cutting a member off to the first write
 	// acknowledged through another member that was sent after the cut (which, when the
 	// leader is cut off, includes electing a new one).

@@ -41,9 +41,12 @@ func newFeed() *feed {
 	return &feed{maxChanges: feedMaxChanges, maxBytes: feedMaxBytes, revs: map[int64][]Change{}}
 }
 
+// The methods below accept a nil feed (Options.NoChangeFeed): it keeps
+// nothing and answers nothing.
+
 // add records the changes of one committed Update.
 func (f *feed) add(cs []Change) {
-	if len(cs) == 0 {
+	if f == nil || len(cs) == 0 {
 		return
 	}
 	f.mu.Lock()
@@ -89,6 +92,9 @@ func (f *feed) drop(rev int64) {
 // reset forgets everything: the store's records changed in bulk, up to
 // revision upTo or any revision seen so far.
 func (f *feed) reset(upTo int64) {
+	if f == nil {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.since = max(f.since, f.maxSeen, upTo)
@@ -103,6 +109,9 @@ func (f *feed) reset(upTo int64) {
 // or below since). The caller must know that every revision up to toRev is
 // applied on every range of the span it holds.
 func (f *feed) get(key, end []byte, fromRev, toRev int64, limit int) ([]Change, bool) {
+	if f == nil {
+		return nil, false
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fromRev <= f.since || toRev-fromRev > int64(f.maxChanges) {

@@ -119,19 +119,26 @@ func TestRecentChangesAfterReopen(t *testing.T) {
 	for rev := int64(1); rev <= 5; rev++ {
 		put(t, s, rev, fmt.Sprint("k", rev), "v")
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, dir, Options{})
 	if got, ok := s.RecentChanges([]byte("k"), []byte("l"), 3, 5, 0); ok {
 		t.Fatalf("answered %d changes for revisions written before the store was opened", len(got))
 	}
 	put(t, s, 6, "k6", "v")
 	if got, ok := s.RecentChanges([]byte("k"), []byte("l"), 6, 6, 0); !ok || len(got) != 1 {
 		t.Fatalf("after reopening: ok=%v %s", ok, changesString(got))
+	}
+}
+
+// TestNoChangeFeed: a store opened without a feed answers nothing from
+// memory.
+func TestNoChangeFeed(t *testing.T) {
+	s, err := Open("", Options{InMemory: true, NoChangeFeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put(t, s, 1, "k", "v")
+	if _, ok := s.RecentChanges([]byte("k"), nil, 1, 1, 0); ok {
+		t.Fatal("a store without a feed answered from memory")
 	}
 }

@@ -35,15 +35,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, dir, Options{})
 	err = s.View(func(r *Reader) error {
 		if r.CompactedRev() != 2 {
 			t.Errorf("CompactedRev after reopen = %d, want 2", r.CompactedRev())
@@ -359,4 +351,19 @@ func TestCrashCopyRecovers(t *testing.T) {
 		d.Close()
 	}
 	t.Logf("damaged WAL: %v", err)
+}
+
+// reopen closes s and opens the store in dir again, closed when the test
+// ends.
+func reopen(t *testing.T, s *Store, dir string, opts Options) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

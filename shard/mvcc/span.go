@@ -196,6 +196,5 @@ func (s *Store) ReplaceSpan(start, end []byte, recs []SpanRecord) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("replace span", err)
 	}
-	s.feed.reset(0)
 	return nil
 }

@@ -43,6 +43,9 @@ type Options struct {
 	SyncWrites bool
 	// MemTableSize overrides DefaultMemTableSize when > 0.
 	MemTableSize int64
+	// NoChangeFeed: keep no memory of the latest changes (RecentChanges
+	// always answers false), for a store whose watch service never asks.
+	NoChangeFeed bool
 }
 
 // Store is the node's MVCC state on one badger DB. It is safe for concurrent use; callers must
@@ -104,7 +107,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64, feed: newFeed()}
+	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64}
+	if !opts.NoChangeFeed {
+		s.feed = newFeed()
+	}
 	if opts.InMemory {
 		// Without a value log, badger keeps values only up to the threshold.
 		s.maxValue = bo.ValueThreshold
@@ -113,13 +119,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
 	}
-	// The feed holds nothing written before now.
-	last, err := s.lastChangeRev()
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
+	if s.feed != nil {
+		// The feed holds nothing written before now.
+		last, err := s.lastChangeRev()
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
+		}
+		s.feed.reset(last)
 	}
-	s.feed.reset(last)
 	return s, nil
 }
 
@@ -242,7 +250,7 @@ func (s *Store) Sync() error {
 // that error is returned. The Writer must not be used after fn returns.
 func (s *Store) Update(fn func(w *Writer) error) error {
 	txn := s.db.NewTransaction(true)
-	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, db: s.db, maxValue: s.maxValue}
+	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, db: s.db, maxValue: s.maxValue, feedOn: s.feed != nil}
 	defer func() {
 		w.release()
 		txn.Discard()

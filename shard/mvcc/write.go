@@ -24,6 +24,7 @@ type Writer struct {
 	maxValue int64
 
 	pending map[string][]pendingVersion // versions written by this Update, ascending by rev
+	feedOn  bool                        // the store keeps a feed: record written
 	written []Change                    // this Update's changes as watch events, for the feed
 	ro      *badger.Txn                 // committed state, created on first use
 	roIt    *badger.Iterator
@@ -196,7 +197,9 @@ func (w *Writer) Put(rev int64, sub int32, p Put) (*mvccpb.KeyValue, error) {
 		CreateRevision: h.createRevision, ModRevision: rev, Version: h.version, Lease: h.lease,
 	}
 	w.record(p.Key, pendingVersion{rev: rev, kv: kv})
-	w.written = append(w.written, Change{Rev: rev, Sub: sub, Event: &mvccpb.Event{Type: mvccpb.PUT, Kv: kv, PrevKv: prev}})
+	if w.feedOn {
+		w.written = append(w.written, Change{Rev: rev, Sub: sub, Event: &mvccpb.Event{Type: mvccpb.PUT, Kv: kv, PrevKv: prev}})
+	}
 	return prev, nil
 }
 
@@ -254,8 +257,10 @@ func (w *Writer) tombstone(rev int64, sub int32, deleted []*mvccpb.KeyValue) err
 			return err
 		}
 		w.record(kv.Key, pendingVersion{rev: rev})
-		w.written = append(w.written, Change{Rev: rev, Sub: sub, Event: &mvccpb.Event{
-			Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: kv.Key, ModRevision: rev}, PrevKv: kv}})
+		if w.feedOn {
+			w.written = append(w.written, Change{Rev: rev, Sub: sub, Event: &mvccpb.Event{
+				Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: kv.Key, ModRevision: rev}, PrevKv: kv}})
+		}
 	}
 	return nil
 }
