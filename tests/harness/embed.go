@@ -1,9 +1,11 @@
 package harness
 
 import (
+	"errors"
 	"net/url"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,9 +31,23 @@ type Embedded struct {
 // stopped when the test ends.
 func StartEtcd(t testing.TB) *Embedded {
 	t.Helper()
-	clientURL := mustURL(t, localURL(FreePort(t)))
-	peerURL := mustURL(t, localURL(FreePort(t)))
+	// A port FreePort found free may be taken by another process (another
+	// test binary of the same run) before etcd binds it: then etcd starts
+	// again on other ports.
+	for attempt := 1; ; attempt++ {
+		e, log, clientURL, err := startEtcdOn(t, mustURL(t, localURL(FreePort(t))), mustURL(t, localURL(FreePort(t))))
+		if errors.Is(err, syscall.EADDRINUSE) && attempt < 3 {
+			t.Logf("starting embedded etcd: %v; trying other ports", err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("starting embedded etcd: %v", err)
+		}
+		return serveEmbedded(t, e, log, clientURL)
+	}
+}
 
+func startEtcdOn(t testing.TB, clientURL, peerURL url.URL) (*embed.Etcd, *processLog, url.URL, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = DefaultMemberName
 	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
@@ -49,9 +65,10 @@ func StartEtcd(t testing.TB) *Embedded {
 	cfg.UnsafeNoFsync = true
 
 	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("starting embedded etcd: %v", err)
-	}
+	return e, log, clientURL, err
+}
+
+func serveEmbedded(t testing.TB, e *embed.Etcd, log *processLog, clientURL url.URL) *Embedded {
 	s := &Embedded{t: t, etcd: e, endpoint: clientURL.String()}
 	t.Cleanup(func() {
 		// Closing etcd logs errors about closed listeners; only what came before matters.
