@@ -21,9 +21,7 @@ import (
 // completion makes the owner call Persisted, which appends to the
 // MemoryStorage, hands committed entries to the owner, and advances. A Ready
 // with nothing to make durable is applied at once. So entries are applied
-// only once durable, and at most one Ready is in flight; committed entries
-// that an earlier write made durable are applied while the in-flight Ready
-// is written (applyDurable).
+// only once durable, and at most one Ready is in flight.
 type RaftGroup struct {
 	id    uint64
 	rn    *raft.RawNode
@@ -323,51 +321,9 @@ func (g *RaftGroup) Drive(apply func([]*raftpb.Entry)) {
 				rd.Messages = nil
 			}
 			g.ls.Submit(w)
-			if rd.Snapshot == nil {
-				g.applyDurable(&rd, apply)
-			}
 			return
 		}
 		g.finish(&rd, apply)
-	}
-}
-
-// applyDurable hands out, while rd's write is in flight, the committed
-// entries that an earlier write already made durable here, and rd's read
-// states: under load a leader's Ready carries the entries that its
-// followers' acknowledgements just committed together with new entries to
-// write, and making the committed ones wait for that write would add a
-// whole fsync to every commit (etcd applies them while it writes, too).
-// An entry is durable here if it is in the MemoryStorage (which holds only
-// what was written) and below rd's first entry (rd rewrites the log from
-// there: a follower may be replacing a stale tail). Entries stop at the
-// first conf change, which finish applies with the rest, in order.
-func (g *RaftGroup) applyDurable(rd *raft.Ready, apply func([]*raftpb.Entry)) {
-	g.readStates = append(g.readStates, rd.ReadStates...)
-	rd.ReadStates = nil
-	durable := g.LastIndex()
-	if len(rd.Entries) > 0 {
-		durable = min(durable, rd.Entries[0].GetIndex()-1)
-	}
-	n := 0
-	for n < len(rd.CommittedEntries) {
-		e := rd.CommittedEntries[n]
-		if e.GetIndex() > durable || e.GetType() != raftpb.EntryNormal {
-			break
-		}
-		n++
-	}
-	if n == 0 {
-		return
-	}
-	ents := rd.CommittedEntries[:n]
-	rd.CommittedEntries = rd.CommittedEntries[n:]
-	g.applied = max(g.applied, ents[n-1].GetIndex())
-	for len(ents) > 0 && ents[0].GetIndex() <= g.ownerApplied {
-		ents = ents[1:]
-	}
-	if len(ents) > 0 {
-		apply(ents)
 	}
 }
 

@@ -3,7 +3,6 @@ package actors
 import (
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +23,6 @@ type testReplica struct {
 
 	mu      sync.Mutex
 	applied []string
-	// noTicks stops the replica's clock (no elections, no heartbeats).
-	noTicks atomic.Bool
 }
 
 type (
@@ -36,30 +33,18 @@ type (
 		reply chan error
 	}
 	leadEv struct{ reply chan uint64 }
-	// batchEv is several events handled before one Drive.
-	batchEv []any
-	// holdEv makes the replica keep its log writes' completions (hold) or
-	// hand them all to Persisted now (!hold).
-	holdEv struct{ hold bool }
-	busyEv struct{ reply chan bool }
 )
 
 // testNet delivers messages between replicas; a down replica gets nothing.
 type testNet struct {
 	mu       sync.Mutex
 	replicas map[uint64]*testReplica
-	// held: messages to these replicas are kept, not delivered.
-	held map[uint64][]*raftpb.Message
 }
 
 func (n *testNet) send(msgs []*raftpb.Message) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, m := range msgs {
-		if q, ok := n.held[m.GetTo()]; ok {
-			n.held[m.GetTo()] = append(q, m)
-			continue
-		}
 		if r, ok := n.replicas[m.GetTo()]; ok {
 			select {
 			case r.events <- m:
@@ -105,60 +90,6 @@ func (r *testReplica) run(t *testing.T) {
 	defer close(r.done)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	var holding bool
-	var held []durableEv
-	persisted := func(e durableEv) bool {
-		if e.err != nil {
-			t.Errorf("replica %d: log write failed: %v", r.id, e.err)
-			return false
-		}
-		if err := r.g.Persisted(r.apply); err != nil {
-			t.Errorf("replica %d: %v", r.id, err)
-			return false
-		}
-		return true
-	}
-	var handle func(ev any) bool
-	handle = func(ev any) bool {
-		switch e := ev.(type) {
-		case durableEv:
-			if holding {
-				held = append(held, e)
-				break
-			}
-			return persisted(e)
-		case holdEv:
-			holding = e.hold
-			for !holding && len(held) > 0 {
-				e := held[0]
-				held = held[1:]
-				if !persisted(e) {
-					return false
-				}
-			}
-		case batchEv:
-			for _, ev := range e {
-				if !handle(ev) {
-					return false
-				}
-			}
-		case *raftpb.Message:
-			_ = r.g.Step(e)
-		case tickEv:
-			if !r.noTicks.Load() {
-				r.g.Tick()
-			}
-		case proposeEv:
-			e.reply <- r.g.Propose(e.data)
-		case leadEv:
-			e.reply <- r.g.Lead()
-		case busyEv:
-			e.reply <- r.g.Busy()
-		case nil:
-			return false
-		}
-		return true
-	}
 	for {
 		var ev any
 		select {
@@ -166,7 +97,25 @@ func (r *testReplica) run(t *testing.T) {
 		case <-tick.C:
 			ev = tickEv{}
 		}
-		if !handle(ev) {
+		switch e := ev.(type) {
+		case durableEv:
+			if e.err != nil {
+				t.Errorf("replica %d: log write failed: %v", r.id, e.err)
+				return
+			}
+			if err := r.g.Persisted(r.apply); err != nil {
+				t.Errorf("replica %d: %v", r.id, err)
+				return
+			}
+		case *raftpb.Message:
+			_ = r.g.Step(e)
+		case tickEv:
+			r.g.Tick()
+		case proposeEv:
+			e.reply <- r.g.Propose(e.data)
+		case leadEv:
+			e.reply <- r.g.Lead()
+		case nil:
 			return
 		}
 		r.g.Drive(r.apply)
@@ -281,90 +230,5 @@ func TestRaftGroupReplicates(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("replica %d applied a different sequence:\n%v\nleader:\n%v", id, got, want)
 		}
-	}
-}
-
-// TestRaftGroupAppliesCommittedWhileWriting: a leader hands out entries that
-// its followers' acknowledgements committed while its next write is still
-// in flight, if an earlier write made them durable here; its own unwritten
-// entries wait for their write.
-func TestRaftGroupAppliesCommittedWhileWriting(t *testing.T) {
-	n := &testNet{replicas: map[uint64]*testReplica{}, held: map[uint64][]*raftpb.Message{}}
-	peers := []uint64{1, 2, 3}
-	reps := map[uint64]*testReplica{}
-	for _, id := range peers {
-		reps[id] = startReplica(t, n, id, t.TempDir(), peers)
-	}
-	defer func() {
-		for _, r := range reps {
-			r.stop(t)
-		}
-	}()
-	var l *testReplica
-	waitFor(t, "a leader", func() bool {
-		lead := reps[1].lead()
-		l = reps[lead]
-		return l != nil && l.lead() == lead
-	})
-	propose := func(data string) {
-		reply := make(chan error, 1)
-		l.events <- proposeEv{data: []byte(data), reply: reply}
-		if err := <-reply; err != nil {
-			t.Fatalf("propose %s: %v", data, err)
-		}
-	}
-	propose("e0")
-	for _, r := range reps {
-		waitFor(t, fmt.Sprintf("replica %d to apply e0", r.id), func() bool { return len(r.entries()) == 1 })
-	}
-	// No elections or heartbeats from here on: the leader's mail is held.
-	for _, r := range reps {
-		r.noTicks.Store(true)
-	}
-	n.mu.Lock()
-	n.held[l.id] = nil
-	n.mu.Unlock()
-	propose("x1")
-	var acks []any
-	waitFor(t, "both followers to acknowledge x1", func() bool {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		acks = acks[:0]
-		for _, m := range n.held[l.id] {
-			if m.GetType() == raftpb.MsgAppResp && !m.GetReject() {
-				acks = append(acks, m)
-			}
-		}
-		return len(acks) >= 2
-	})
-	busy := func() bool {
-		reply := make(chan bool, 1)
-		l.events <- busyEv{reply}
-		return <-reply
-	}
-	waitFor(t, "the leader to write x1", func() bool { return !busy() })
-	n.mu.Lock()
-	delete(n.held, l.id)
-	n.mu.Unlock()
-	if got := l.entries(); len(got) != 1 {
-		t.Fatalf("leader applied %v before x1 was known committed", got)
-	}
-	// One Ready then holds x2 to write and x1 committed; x2's write is held.
-	l.events <- holdEv{hold: true}
-	l.events <- batchEv(append([]any{proposeEv{data: []byte("x2"), reply: make(chan error, 1)}}, acks...))
-	waitFor(t, "the leader to apply x1 while writing x2", func() bool { return len(l.entries()) == 2 })
-	if !busy() {
-		t.Fatal("the leader's write of x2 is not in flight")
-	}
-	time.Sleep(50 * time.Millisecond)
-	if got := l.entries(); fmt.Sprint(got) != "[e0 x1]" {
-		t.Fatalf("leader applied %v while its write of x2 was held, want [e0 x1]", got)
-	}
-	l.events <- holdEv{hold: false}
-	for _, r := range reps {
-		r.noTicks.Store(false)
-	}
-	for _, r := range reps {
-		waitFor(t, fmt.Sprintf("replica %d to apply x2", r.id), func() bool { return fmt.Sprint(r.entries()) == "[e0 x1 x2]" })
 	}
 }
