@@ -86,15 +86,12 @@ func (l *latest) record(epoch uint64, pending map[string][]pendingVersion) {
 		l.entries[k] = v
 		l.bytes += versionSize(k, v)
 	}
-	if l.bytes <= latestBudget {
-		return
-	}
 	for k, v := range l.entries {
-		delete(l.entries, k)
-		l.bytes -= versionSize(k, v)
 		if l.bytes <= latestBudget {
 			break
 		}
+		delete(l.entries, k)
+		l.bytes -= versionSize(k, v)
 	}
 }
 
