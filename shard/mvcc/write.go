@@ -15,10 +15,9 @@ import (
 // Range, Changes, DeleteRange and the meta reads go through badger's read-write transaction,
 // whose iterators merge the pending writes (sorting them anew for every iterator). Put and Get,
 // which an apply loop calls once per key, avoid that cost: they consult the Writer's own record
-// of the versions it wrote (pending), then the store's memory of recently written keys' newest
-// versions (latest.go), and otherwise seek one iterator, reused for the whole Update, over a
-// read-only snapshot of the committed state. The views agree because the caller serializes
-// Updates that touch the same keys.
+// of the versions it wrote (pending) and otherwise seek one iterator, reused for the whole
+// Update, over a read-only snapshot of the committed state. Both views agree because the caller
+// serializes Updates that touch the same keys.
 type Writer struct {
 	Reader
 	db       *badger.DB
