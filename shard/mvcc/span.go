@@ -99,7 +99,6 @@ func spanRecordOK(rec SpanRecord, start, end []byte) bool {
 // ClearSpan deletes every record of the span [start, end), in batches (not
 // atomically: a caller that may crash part way marks the span first).
 func (s *Store) ClearSpan(start, end []byte) error {
-	s.latest.forget(start, end)
 	var keys [][]byte
 	err := s.View(func(r *Reader) error {
 		return r.ExportSpan(start, end, func(rec SpanRecord) error {
@@ -127,7 +126,6 @@ func (s *Store) ClearSpan(start, end []byte) error {
 // ImportSpan writes records of the span [start, end), in batches (not
 // atomically, as ClearSpan). A record outside the span is refused.
 func (s *Store) ImportSpan(start, end []byte, recs []SpanRecord) error {
-	s.latest.forget(start, end)
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, rec := range recs {
