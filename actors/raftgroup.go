@@ -283,6 +283,9 @@ func (g *RaftGroup) IsLeader() bool { return g.rn.BasicStatus().RaftState == raf
 // Term is the current Raft term.
 func (g *RaftGroup) Term() uint64 { return g.rn.BasicStatus().GetTerm() }
 
+// Commit is the highest log index known committed here.
+func (g *RaftGroup) Commit() uint64 { return g.rn.BasicStatus().GetCommit() }
+
 // Applied is the index of the last entry handed to the state machine.
 func (g *RaftGroup) Applied() uint64 { return g.applied }
 

@@ -107,7 +107,7 @@ func (r *Router) readTxn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnRespon
 				continue
 			}
 			rq := &pb.RangeRequest{Key: sp.Key, RangeEnd: sp.End}
-			part, err := r.readPart(ctx, d, sp, rq, view.Rev, view)
+			part, err := r.readPart(ctx, d, sp, readOptions(rq), view.Rev, view)
 			if err != nil {
 				return nil, err
 			}
@@ -237,10 +237,7 @@ func (r *Router) streamChunk(ctx context.Context, q *pb.RangeRequest, view *revi
 		if !ok {
 			continue
 		}
-		if err := r.waitApplied(ctx, d, q.Revision, view); err != nil {
-			return nil, false, err
-		}
-		part, err := r.readSpan(d, sp, q.Revision, mvcc.ReadOptions{Limit: max + 1 - int64(len(kvs)), KeysOnly: q.KeysOnly, NoCount: true})
+		part, err := r.readPart(ctx, d, sp, mvcc.ReadOptions{Limit: max + 1 - int64(len(kvs)), KeysOnly: q.KeysOnly, NoCount: true}, q.Revision, view)
 		if err != nil {
 			return nil, false, err
 		}

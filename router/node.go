@@ -348,6 +348,7 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 		PreferLeader:   func() bool { return n.preferLead(d.Id) },
 		Live:           n.peerLive,
 		TableDesc:      func() *raftcmdpb.RangeDesc { return n.oracle.View().RangeByID(d.Id) },
+		TableLastRev:   func() int64 { return n.oracle.View().LastRev[d.Id] },
 		Cluster:        n.cluster,
 		Join:           join,
 		SnapDir:        filepath.Join(n.cfg.DataDir, "snap"),

@@ -129,6 +129,10 @@ func (s *rangeServer) Read(ctx context.Context, req *rangepb.ReadRequest) (*rang
 	if err != nil {
 		return &rangepb.ReadResponse{Error: s.errPB(err, nil)}, nil
 	}
+	if !s.n.stillSpans(req.RangeId, req.Span) {
+		// Split meanwhile: what was read may lack writes (see stillSpans).
+		return &rangepb.ReadResponse{Error: &rangepb.Error{Kind: rangepb.Error_RANGE_MOVED}}, nil
+	}
 	resp := &rangepb.ReadResponse{Count: res.Count, Kvs: marshalKVs(res.KVs)}
 	return resp, nil
 }
@@ -145,6 +149,9 @@ func (s *rangeServer) Changes(ctx context.Context, req *rangepb.ChangesRequest) 
 	})
 	if err != nil {
 		return &rangepb.ChangesResponse{Error: s.errPB(err, nil)}, nil
+	}
+	if !s.n.stillSpans(req.RangeId, req.Span) {
+		return &rangepb.ChangesResponse{Error: &rangepb.Error{Kind: rangepb.Error_RANGE_MOVED}}, nil
 	}
 	resp := &rangepb.ChangesResponse{Changes: make([]*rangepb.Change, len(chs))}
 	for i, c := range chs {

@@ -244,7 +244,7 @@ func (r *Router) readParts(ctx context.Context, key, end []byte, req *pb.RangeRe
 		if !ok {
 			continue
 		}
-		part, err := r.readPart(ctx, d, sp, req, rev, view)
+		part, err := r.readPart(ctx, d, sp, readOptions(req), rev, view)
 		if err != nil {
 			return nil, err
 		}
@@ -253,20 +253,24 @@ func (r *Router) readParts(ctx context.Context, key, end []byte, req *pb.RangeRe
 	return parts, nil
 }
 
-// readPart reads one range's part of a Range at rev, once the range has
-// applied everything the oracle had assigned to it in view.
-func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.Span, req *pb.RangeRequest, rev int64, view *revision.View) (kvrules.RangePart, error) {
-	o := mvcc.ReadOptions{
+// readOptions is what each range's part of a Range reads.
+func readOptions(req *pb.RangeRequest) mvcc.ReadOptions {
+	return mvcc.ReadOptions{
 		Limit:     kvrules.ShardFetchLimit(req),
 		KeysOnly:  !kvrules.ShardNeedsValues(req),
 		CountOnly: req.CountOnly,
 	}
+}
+
+// readPart reads one range's part of a read at rev, once the range has
+// applied everything the oracle had assigned to it in view.
+func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.Span, o mvcc.ReadOptions, rev int64, view *revision.View) (kvrules.RangePart, error) {
 	for {
 		// The table may move the range's replica away from here meanwhile.
 		if cur := r.node.oracle.View().RangeByID(d.Id); r.node.remote(d) || (cur != nil && r.node.remote(cur)) {
 			part, err := r.node.readRemote(ctx, d, sp, rev, min(view.LastRev[d.Id], rev), o)
 			if errors.Is(err, errRetry) {
-				return r.readResplit(ctx, sp, req, rev)
+				return r.readResplit(ctx, sp, o, rev)
 			}
 			return part, mapStoreErr(err)
 		}
@@ -275,7 +279,13 @@ func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.
 		cancel()
 		switch {
 		case err == nil:
-			return r.readSpan(d, sp, rev, o)
+			part, err := r.readSpan(d, sp, rev, o)
+			if err == nil && !r.node.stillSpans(d.Id, spanPB(sp)) {
+				// Split while the read waited: what it read of the keys
+				// that left may lack writes (see stillSpans).
+				return r.readResplit(ctx, sp, o, rev)
+			}
+			return part, err
 		case ctx.Err() != nil:
 			return kvrules.RangePart{}, toGRPC(ctx.Err())
 		case wctx.Err() == nil:
@@ -286,18 +296,23 @@ func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.
 
 // readResplit reads a span whose range split since the view was taken:
 // part by part, over the ranges of a newer view, concatenated.
-func (r *Router) readResplit(ctx context.Context, sp shard.Span, req *pb.RangeRequest, rev int64) (kvrules.RangePart, error) {
+func (r *Router) readResplit(ctx context.Context, sp shard.Span, o mvcc.ReadOptions, rev int64) (kvrules.RangePart, error) {
 	select {
 	case <-ctx.Done():
 		return kvrules.RangePart{}, toGRPC(ctx.Err())
 	case <-time.After(10 * time.Millisecond):
 	}
 	var out kvrules.RangePart
-	parts, err := r.readParts(ctx, sp.Key, sp.End, req, rev, r.node.oracle.View())
-	if err != nil {
-		return out, err
-	}
-	for _, part := range parts {
+	view := r.node.oracle.View()
+	for _, d := range view.Ranges {
+		sub, ok := clip(sp.Key, sp.End, d)
+		if !ok {
+			continue
+		}
+		part, err := r.readPart(ctx, d, sub, o, rev, view)
+		if err != nil {
+			return out, err
+		}
 		out.KVs = append(out.KVs, part.KVs...)
 		out.Count += part.Count
 	}

@@ -6,6 +6,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -28,8 +29,23 @@ type WatchSource struct{ n *Node }
 // nothing visible: the watch waits for it (see Router.waitApplied). A range
 // held only by other members lowers nothing: Changes waits for a replica
 // there to apply far enough.
+//
+// The ranges' spans must not change while it looks: a replica that learns
+// of its range's split drops the writes it applies late to the keys that
+// left (see Node.stillSpans), so its applied revision says nothing of them
+// any more; the split's new range, in the newer view, does.
 func (w WatchSource) Revs() (int64, int64) {
-	v := w.n.oracle.View()
+	for {
+		v := w.n.oracle.View()
+		visible := w.visible(v)
+		if sameSpans(v, w.n.oracle.View()) {
+			return visible, v.CompactRev
+		}
+	}
+}
+
+// visible is Revs's visible revision over the ranges of view v.
+func (w WatchSource) visible(v *revision.View) int64 {
 	visible := v.Rev
 	for _, d := range v.Ranges {
 		if w.n.remote(d) {
@@ -37,13 +53,28 @@ func (w WatchSource) Revs() (int64, int64) {
 		}
 		s := w.n.shard(d.Id)
 		if s == nil {
-			return 0, v.CompactRev
+			return 0
 		}
 		if a := s.AppliedRev(); a < v.LastRev[d.Id] && a < visible {
 			visible = a
 		}
 	}
-	return visible, v.CompactRev
+	return visible
+}
+
+// sameSpans reports whether two views have the same ranges at the same
+// generations (a split is the only change of a range's span, and it
+// raises the generation).
+func sameSpans(a, b *revision.View) bool {
+	if len(a.Ranges) != len(b.Ranges) {
+		return false
+	}
+	for i, d := range a.Ranges {
+		if d.Id != b.Ranges[i].Id || d.Generation != b.Ranges[i].Generation {
+			return false
+		}
+	}
+	return true
 }
 
 // Current is the oracle's revision: every acknowledged write is at or

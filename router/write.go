@@ -458,7 +458,7 @@ func (r *Router) writePlan(w *txnWork, plan *kvrules.Plan, dels []*pb.DeleteRang
 					parts = append(parts, res.Range)
 					continue
 				}
-				part, err := r.readPart(ctx, d, sp, op.Range, readRevOf(op.Range, rev), view)
+				part, err := r.readPart(ctx, d, sp, readOptions(op.Range), readRevOf(op.Range, rev), view)
 				if err != nil {
 					return nil, err
 				}

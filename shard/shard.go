@@ -81,6 +81,10 @@ type Config struct {
 	// TableDesc, if set, returns the range as the node's range table has
 	// it now (nil if unknown): a replica never applies writes outside it.
 	TableDesc func() *raftcmdpb.RangeDesc
+	// TableLastRev, if set, returns the highest revision the node's
+	// oracle replica has assigned to the range: a replica that stays below
+	// it says so in the log (see behind.go).
+	TableLastRev func() int64
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -477,6 +481,8 @@ type shardActor struct {
 
 	quiesced  bool // the clock is stopped (mirrored in handle.quiesced)
 	idleTicks int  // consecutive ticks the leader found the range idle
+
+	behind behindWatch
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -1433,6 +1439,7 @@ const staleIntent = 10 * time.Second
 const drainingStaleIntent = time.Second
 
 func (a *shardActor) onTick() {
+	a.checkBehind(time.Now())
 	if a.quiesced && a.group.IsLeader() && !a.idle() {
 		// A replica is behind and live (say it came back and its wake was
 		// missed): catch it up.

@@ -1,0 +1,58 @@
+package shard
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// A replica behind its range: the node's oracle replica has assigned the
+// range revisions this replica has not applied, and its applied revision has
+// not moved for a while. Reads and watches on this node wait for it, so it is
+// worth a warning that says where the replica stands: its log, its queue of
+// decisions and the intents they wait for.
+
+// behindWarnAfter is how long a replica may stay behind without applying
+// anything before it warns (and then again at that interval).
+const behindWarnAfter = 10 * time.Second
+
+// behindWatch tracks since when the replica's applied revision has not moved.
+type behindWatch struct {
+	rev    int64     // the applied revision last seen
+	since  time.Time // when it was first seen
+	warned time.Time // the last warning
+}
+
+// checkBehind warns if the replica has applied nothing for behindWarnAfter
+// while revisions assigned to its range are missing here.
+func (a *shardActor) checkBehind(now time.Time) {
+	w := &a.behind
+	if w.since.IsZero() || w.rev != a.appliedRev {
+		w.rev, w.since = a.appliedRev, now
+		return
+	}
+	if !a.cluster || a.cfg.TableLastRev == nil || now.Sub(w.since) < behindWarnAfter || now.Sub(w.warned) < behindWarnAfter {
+		return
+	}
+	last := a.cfg.TableLastRev()
+	if a.appliedRev >= last {
+		return
+	}
+	w.warned = now
+	fields := []zap.Field{
+		zap.Int64("applied-revision", a.appliedRev), zap.Int64("assigned-revision", last),
+		zap.Duration("for", now.Sub(w.since).Round(time.Second)),
+		zap.Uint64("applied-index", a.group.Applied()), zap.Uint64("commit-index", a.group.Commit()),
+		zap.Uint64("last-index", a.group.LastIndex()), zap.Uint64("lead", a.group.Lead()),
+		zap.Bool("leader", a.leader), zap.Bool("leading", a.leading), zap.Bool("recovering", a.recovering),
+		zap.Bool("frozen", a.isFrozen), zap.Bool("quiesced", a.quiesced),
+		zap.Int("intents", len(a.intents)), zap.Int("decided-queued", len(a.decided)),
+		zap.Int("deferred-log", len(a.deferLog)),
+	}
+	if len(a.decided) > 0 {
+		d := a.decided[0]
+		_, known := a.intents[d.TxnID]
+		fields = append(fields, zap.Uint64("first-decided-txn", d.TxnID), zap.Int64("first-decided-rev", d.Rev), zap.Bool("first-decided-intent-here", known))
+	}
+	a.lg.Warn("range replica is behind the revisions assigned to it and applies nothing", fields...)
+}
