@@ -26,18 +26,27 @@ type adminServer struct {
 }
 
 func (s *adminServer) ListRanges(ctx context.Context, req *adminpb.ListRangesRequest) (*adminpb.ListRangesResponse, error) {
-	n := s.r.node
+	infos, err := s.r.node.rangeInfos(ctx, req.Local)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &adminpb.ListRangesResponse{Ranges: infos}, nil
+}
+
+// rangeInfos describes every range of the table; unless local, a range
+// without a replica here as the member most likely to lead it reports it.
+func (n *Node) rangeInfos(ctx context.Context, local bool) ([]*adminpb.RangeInfo, error) {
 	v := n.oracle.View()
-	resp := &adminpb.ListRangesResponse{}
+	var out []*adminpb.RangeInfo
 	// Ranges without a replica here, by the member asked about them (their leader).
 	remote := map[uint64][]*adminpb.RangeInfo{}
 	for _, d := range v.Ranges {
 		info, err := n.rangeInfo(d)
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return nil, err
 		}
-		resp.Ranges = append(resp.Ranges, info)
-		if n.cluster && !req.Local && n.shard(d.Id) == nil {
+		out = append(out, info)
+		if n.cluster && !local && n.shard(d.Id) == nil {
 			if holder := n.rangeLead(d); holder != 0 && holder != n.nodeID {
 				remote[holder] = append(remote[holder], info)
 			}
@@ -46,12 +55,14 @@ func (s *adminServer) ListRanges(ctx context.Context, req *adminpb.ListRangesReq
 	for holder, infos := range remote {
 		n.fillRangeStats(ctx, holder, infos)
 	}
-	return resp, nil
+	return out, nil
 }
 
 // fillRangeStats completes infos of ranges this member does not hold with
-// what member holder reports of them (key count, size, applied positions).
-// An unreachable holder leaves them as they are.
+// what member holder reports of them (key count, size, applied positions,
+// and the leader its replica follows: this member's idea of the leader of
+// a range it does not hold is only the last one it heard of). An
+// unreachable holder leaves them as they are.
 func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*adminpb.RangeInfo) {
 	conn, err := n.peerConn(holder)
 	if err != nil {
@@ -71,6 +82,9 @@ func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*admin
 		if r := byID[info.Id]; r != nil && r.AppliedIndex > 0 {
 			info.Keys, info.SizeBytes = r.Keys, r.SizeBytes
 			info.AppliedIndex, info.AppliedRevision = r.AppliedIndex, r.AppliedRevision
+			if r.Leader != 0 {
+				info.Leader = r.Leader
+			}
 		}
 	}
 }
@@ -186,14 +200,14 @@ func (s *adminServer) ListNodes(ctx context.Context, _ *adminpb.ListNodesRequest
 	if s.r.node.cluster {
 		members = s.r.memberList(ctx, self)
 	}
+	infos, err := s.r.node.rangeInfos(ctx, false)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	leaders, held := map[uint64]uint32{}, map[uint64]uint32{}
-	for _, d := range v.Ranges {
-		if sh := s.r.node.shard(d.Id); sh != nil {
-			leaders[s.r.node.leaderOf(sh)]++
-		} else {
-			leaders[s.r.node.rangeLead(d)]++
-		}
-		for _, id := range s.r.node.replicasOf(d) {
+	for _, info := range infos {
+		leaders[info.Leader]++
+		for _, id := range info.Replicas {
 			held[id]++
 		}
 	}
