@@ -460,6 +460,28 @@ func (g *RaftGroup) Progress() map[uint64]uint64 {
 	return out
 }
 
+// FollowerState is how the leader sees one follower's log.
+type FollowerState struct {
+	Match uint64
+	State string // Raft's progress, as its String method gives it
+}
+
+// Followers is, on the leader, how it sees each other replica's log (nil
+// elsewhere).
+func (g *RaftGroup) Followers() map[uint64]FollowerState {
+	st := g.rn.Status()
+	if st.RaftState != raft.StateLeader {
+		return nil
+	}
+	out := make(map[uint64]FollowerState, len(st.Progress))
+	for id, pr := range st.Progress {
+		if id != st.ID {
+			out[id] = FollowerState{Match: pr.Match, State: pr.String()}
+		}
+	}
+	return out
+}
+
 // Compact drops log entries up to index from memory and from the LogStore,
 // recording a snapshot at index. The caller guarantees the state machine is
 // durable at or past index.

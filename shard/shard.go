@@ -1440,6 +1440,7 @@ const drainingStaleIntent = time.Second
 
 func (a *shardActor) onTick() {
 	a.checkBehind(time.Now())
+	a.checkFollowers(time.Now())
 	if a.quiesced && a.group.IsLeader() && !a.idle() {
 		// A replica is behind and live (say it came back and its wake was
 		// missed): catch it up.
