@@ -172,6 +172,14 @@ func OpenRaftGroup(c GroupConfig) (*RaftGroup, error) {
 		MaxInflightMsgs: 256,
 		CheckQuorum:     true,
 		PreVote:         true,
+		// A leader whose removal from the group applies steps down. Else it
+		// stays leader of a group it is no longer in: it commits nothing
+		// (it is not in the quorum), and its heartbeats keep the voters
+		// from electing another: the group stalls for good. The lead can
+		// come to the replica being removed between a move's handing the
+		// lead on and its removal (TestPartitionDocker5 saw it: every
+		// replica of a range stuck at one index, for minutes).
+		StepDownOnRemoval: true,
 		// A proposal enters the log only through the leader whose latches
 		// admitted it: a follower drops it instead of forwarding it.
 		DisableProposalForwarding: true,

@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 )
 
 // testReplica is a RaftGroup driven by a goroutine that plays its owning
@@ -33,6 +34,10 @@ type (
 		reply chan error
 	}
 	leadEv struct{ reply chan uint64 }
+	confEv struct {
+		cc    *raftpb.ConfChangeV2
+		reply chan error
+	}
 )
 
 // testNet delivers messages between replicas; a down replica gets nothing.
@@ -115,6 +120,8 @@ func (r *testReplica) run(t *testing.T) {
 			e.reply <- r.g.Propose(e.data)
 		case leadEv:
 			e.reply <- r.g.Lead()
+		case confEv:
+			r.g.ChangeConf(e.cc, e.reply)
 		case nil:
 			return
 		}
@@ -230,5 +237,56 @@ func TestRaftGroupReplicates(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("replica %d applied a different sequence:\n%v\nleader:\n%v", id, got, want)
 		}
+	}
+}
+
+// TestRaftGroupRemovedLeaderStepsDown: a leader that applies its own
+// removal steps down, so that the remaining voters elect a leader and go
+// on committing. (Raft's default keeps it leader: it can commit nothing,
+// and its heartbeats keep the others from electing, for good.)
+func TestRaftGroupRemovedLeaderStepsDown(t *testing.T) {
+	n := &testNet{replicas: map[uint64]*testReplica{}}
+	peers := []uint64{1, 2, 3}
+	reps := map[uint64]*testReplica{}
+	for _, id := range peers {
+		reps[id] = startReplica(t, n, id, t.TempDir(), peers)
+	}
+	defer func() {
+		for _, r := range reps {
+			r.stop(t)
+		}
+	}()
+	var old uint64
+	waitFor(t, "a leader", func() bool {
+		old = reps[1].lead()
+		return old != 0 && reps[old].lead() == old
+	})
+	reply := make(chan error, 1)
+	cc := &raftpb.ConfChangeV2{Changes: []*raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeRemoveNode.Enum(), NodeId: proto.Uint64(old)}}}
+	reps[old].events <- confEv{cc: cc, reply: reply}
+	if err := <-reply; err != nil {
+		t.Fatalf("removing the leader %d: %v", old, err)
+	}
+	var rest []*testReplica
+	for _, id := range peers {
+		if id != old {
+			rest = append(rest, reps[id])
+		}
+	}
+	var lead uint64
+	waitFor(t, "a leader among the remaining voters", func() bool {
+		lead = rest[0].lead()
+		return lead != 0 && lead != old && rest[1].lead() == lead
+	})
+	pr := make(chan error, 1)
+	reps[lead].events <- proposeEv{data: []byte("after"), reply: pr}
+	if err := <-pr; err != nil {
+		t.Fatalf("proposing on the new leader %d: %v", lead, err)
+	}
+	for _, r := range rest {
+		waitFor(t, fmt.Sprintf("replica %d to apply the entry proposed after the removal", r.id), func() bool {
+			es := r.entries()
+			return len(es) > 0 && es[len(es)-1] == "after"
+		})
 	}
 }

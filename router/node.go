@@ -129,6 +129,8 @@ type Node struct {
 	// ranges led elsewhere (placement.go).
 	conns forwarder
 	hints leadHints
+	// lag follows replicas here that are behind (lag.go).
+	lag lagTracker
 	// pendingSplit: ranges made by a split whose replica here waits for the
 	// left side (onSplit); startTimes: when each replica here started.
 	pendingSplit map[uint64]bool

@@ -291,6 +291,19 @@ func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.
 		case wctx.Err() == nil:
 			return kvrules.RangePart{}, err
 		}
+		if !r.node.cluster {
+			continue
+		}
+		// The replica here is behind: another one may not be (see lag.go).
+		part, err := r.node.readRemote(ctx, d, sp, rev, min(view.LastRev[d.Id], rev), o)
+		switch {
+		case errors.Is(err, errRetry):
+			return r.readResplit(ctx, sp, o, rev)
+		case err == nil:
+			return part, nil
+		case ctx.Err() != nil:
+			return kvrules.RangePart{}, toGRPC(ctx.Err())
+		}
 	}
 }
 

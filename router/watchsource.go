@@ -6,7 +6,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/shard"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -19,47 +21,35 @@ func (n *Node) WatchSource() WatchSource { return WatchSource{n} }
 type WatchSource struct{ n *Node }
 
 // Revs: the visible revision is the oracle's revision, lowered to the
-// applied revision of any range that has not yet applied everything the
-// oracle assigned to it. A range that is behind has applied all of its
-// revisions up to its applied revision, and ranges that are not behind
-// have applied all of theirs, so every write at or below the result is in
-// the store.
+// applied revision of any range whose replica here has not yet applied
+// everything the oracle assigned to it. A range that is behind has applied
+// all of its revisions up to its applied revision, and ranges that are not
+// behind have applied all of theirs, so every write at or below the result
+// is in the store.
 //
 // A range of the view this member holds but runs no replica of yet holds
 // nothing visible: the watch waits for it (see Router.waitApplied). A range
-// held only by other members lowers nothing: Changes waits for a replica
-// there to apply far enough.
-//
-// The ranges' spans must not change while it looks: a replica that learns
-// of its range's split drops the writes it applies late to the keys that
-// left (see Node.stillSpans), so its applied revision says nothing of them
-// any more; the split's new range, in the newer view, does.
+// held only by other members lowers nothing, and neither does one whose
+// replica here is stuck (lag.go): Changes reads those from a replica
+// elsewhere, which it waits on to apply far enough.
 func (w WatchSource) Revs() (int64, int64) {
-	for {
-		v := w.n.oracle.View()
-		visible := w.visible(v)
-		if sameSpans(v, w.n.oracle.View()) {
-			return visible, v.CompactRev
-		}
-	}
-}
-
-// visible is Revs's visible revision over the ranges of view v.
-func (w WatchSource) visible(v *revision.View) int64 {
+	v := w.n.oracle.View()
 	visible := v.Rev
 	for _, d := range v.Ranges {
 		if w.n.remote(d) {
 			continue
 		}
-		s := w.n.shard(d.Id)
-		if s == nil {
-			return 0
+		applied := int64(-1) // no replica running here yet
+		if s := w.n.shard(d.Id); s != nil {
+			applied = s.AppliedRev()
 		}
-		if a := s.AppliedRev(); a < v.LastRev[d.Id] && a < visible {
-			visible = a
+		last := v.LastRev[d.Id]
+		if applied >= last || applied >= visible || (w.n.cluster && w.n.lag.stuck(d.Id, applied, last)) {
+			continue
 		}
+		visible = max(applied, 0)
 	}
-	return visible
+	return visible, v.CompactRev
 }
 
 // sameSpans reports whether two views have the same ranges at the same
@@ -95,42 +85,65 @@ func (w WatchSource) OnAdvance(fn func()) {
 	w.n.onApply = append(w.n.onApply, fn)
 }
 
-// Changes reads the span's events from the store here when this member
-// holds every range of it, and otherwise range by range, from replicas on
-// other members for the ranges it does not hold.
+// Changes reads the span's events up to toRev, range by range: from the
+// store here for each range whose replica here has applied every revision
+// up to toRev that the oracle assigned to it, and from a replica on another
+// member for the others (ranges held elsewhere, or whose replica here is
+// behind). When every range qualifies, the store is read once.
+//
+// The ranges' spans must not change meanwhile: a replica that learns of its
+// range's split drops the writes it applies late to the keys that left (see
+// Node.stillSpans), so its applied revision no longer covers them. A read
+// across a split answers errRetry, and the watch hub reads again.
 func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
 	v := w.n.oracle.View()
-	var remote bool
-	for _, d := range v.Ranges {
-		if _, ok := clip(key, end, d); ok && w.n.remote(d) {
-			remote = true
-		}
+	type part struct {
+		d     *raftcmdpb.RangeDesc
+		sp    shard.Span
+		local bool
 	}
-	if !remote {
-		return w.local(key, end, fromRev, toRev, limit)
-	}
-	var parts [][]mvcc.Change
+	var parts []part
+	allLocal := true
 	for _, d := range v.Ranges {
 		sp, ok := clip(key, end, d)
 		if !ok {
 			continue
 		}
-		var part []mvcc.Change
+		s := w.n.shard(d.Id)
+		local := !w.n.remote(d) && s != nil && s.AppliedRev() >= min(toRev, v.LastRev[d.Id])
+		allLocal = allLocal && local
+		parts = append(parts, part{d: d, sp: sp, local: local})
+	}
+	var out []mvcc.Change
+	if allLocal {
 		var err error
-		if w.n.remote(d) {
-			part, err = w.n.changesRemote(ctx, d, sp, fromRev, toRev, min(toRev, v.LastRev[d.Id]), limit)
-		} else {
-			part, err = w.local(sp.Key, sp.End, fromRev, toRev, limit)
-		}
-		if err != nil {
-			if errors.Is(err, rpctypes.ErrGRPCCompacted) {
-				err = mvcc.ErrCompacted
-			}
+		if out, err = w.local(key, end, fromRev, toRev, limit); err != nil {
 			return nil, err
 		}
-		parts = append(parts, part)
+	} else {
+		var all [][]mvcc.Change
+		for _, p := range parts {
+			var chs []mvcc.Change
+			var err error
+			if p.local {
+				chs, err = w.local(p.sp.Key, p.sp.End, fromRev, toRev, limit)
+			} else {
+				chs, err = w.n.changesRemote(ctx, p.d, p.sp, fromRev, toRev, min(toRev, v.LastRev[p.d.Id]), limit)
+			}
+			if err != nil {
+				if errors.Is(err, rpctypes.ErrGRPCCompacted) {
+					err = mvcc.ErrCompacted
+				}
+				return nil, err
+			}
+			all = append(all, chs)
+		}
+		out = mergeChanges(all, limit)
 	}
-	return mergeChanges(parts, limit), nil
+	if !sameSpans(v, w.n.oracle.View()) {
+		return nil, errRetry
+	}
+	return out, nil
 }
 
 // Recent answers from the store's memory of its latest changes on a
