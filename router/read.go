@@ -303,7 +303,10 @@ func (r *Router) readPart(ctx context.Context, d *raftcmdpb.RangeDesc, sp shard.
 			return part, nil
 		case ctx.Err() != nil:
 			return kvrules.RangePart{}, toGRPC(ctx.Err())
+		case !errors.Is(err, rpctypes.ErrGRPCTimeout):
+			return kvrules.RangePart{}, mapStoreErr(err)
 		}
+		// No other replica answered in time either: wait here again.
 	}
 }
 

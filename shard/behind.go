@@ -41,8 +41,8 @@ func (a *shardActor) checkBehind(now time.Time) {
 		return
 	}
 	last := a.cfg.TableLastRev()
-	if a.appliedRev >= last {
-		return
+	if a.appliedRev >= last || !a.inElections(a.cfg.NodeID) {
+		return // (a replica the table does not list is on its way out)
 	}
 	w.warned = now
 	fields := []zap.Field{
