@@ -131,6 +131,8 @@ type Node struct {
 	hints leadHints
 	// lag follows replicas here that are behind (lag.go).
 	lag lagTracker
+	// collecting: a collectReplicas round runs.
+	collecting atomic.Bool
 	// pendingSplit: ranges made by a split whose replica here waits for the
 	// left side (onSplit); startTimes: when each replica here started.
 	pendingSplit map[uint64]bool

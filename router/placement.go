@@ -208,11 +208,22 @@ func (n *Node) adopt(group uint64) {
 
 // collectReplicas stops replicas that this member no longer holds: the
 // table does not list it and neither does the range's group.
+//
+// A replica taken out of its group may never learn it (the leader stops
+// sending to it once the removal applies), and so still counts itself in:
+// for one the table has not listed for gcGrace, the group's leader says.
 func (n *Node) collectReplicas() {
+	if !n.collecting.CompareAndSwap(false, true) {
+		return // the last round still asks a leader
+	}
+	defer n.collecting.Store(false)
 	v := n.oracle.View()
 	for _, s := range n.allShards() {
 		d := v.RangeByID(s.ID())
-		if d == nil || n.holds(d) || s.InGroup(n.nodeID) || time.Since(n.startedAt(s.ID())) < gcGrace {
+		if d == nil || n.holds(d) || time.Since(n.startedAt(s.ID())) < gcGrace {
+			continue
+		}
+		if s.InGroup(n.nodeID) && (s.Leader() || !n.outOfGroup(d)) {
 			continue
 		}
 		n.mu.Lock()
@@ -221,6 +232,20 @@ func (n *Node) collectReplicas() {
 		s.Stop()
 		n.lg.Info("stopped a replica this member no longer holds", zap.Uint64("range", s.ID()))
 	}
+}
+
+// outOfGroup reports whether range d's leader answers that this member's
+// replica is neither a voter nor a learner of its group (false if no leader
+// answers).
+func (n *Node) outOfGroup(d *raftcmdpb.RangeDesc) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	resp, err := n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_Progress{Progress: true}})
+	if err != nil || len(resp.Match) == 0 {
+		return false
+	}
+	_, in := resp.Match[n.nodeID]
+	return !in
 }
 
 // markKnown records that this member followed the making of ranges.

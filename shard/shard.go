@@ -511,13 +511,18 @@ func (a *shardActor) Receive(ctx actor.Context) {
 		if a.isFrozen && m.m.GetType() == raftpb.MsgTransferLeader {
 			break
 		}
+		// Nor is the lead handed to a replica the table does not list: it
+		// is most likely on its way out, its member's table behind.
+		if m.m.GetType() == raftpb.MsgTransferLeader && !a.inElections(m.m.GetFrom()) {
+			break
+		}
 		a.onStep(m.m)
 	case tickMsg:
 		a.onTick()
 	case wakeMsg:
 		a.wake()
 	case transferMsg:
-		if !a.isFrozen {
+		if !a.isFrozen && a.inElections(m.to) {
 			a.wake()
 			a.group.TransferLeader(m.to)
 		}
