@@ -228,7 +228,7 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 	if rev <= 0 {
 		rev = view.Rev
 	}
-	parts, err := r.readParts(ctx, req.Key, req.RangeEnd, req, rev, view)
+	parts, err := r.readParts(ctx, req.Key, req.RangeEnd, readOptions(req), rev, view)
 	if err != nil {
 		return nil, err
 	}
@@ -237,14 +237,14 @@ func (r *Router) rangeAt(ctx context.Context, req *pb.RangeRequest, view *revisi
 
 // readParts reads the part of [key, end) (etcd's conventions) that each
 // range of view holds, in key order.
-func (r *Router) readParts(ctx context.Context, key, end []byte, req *pb.RangeRequest, rev int64, view *revision.View) ([]kvrules.RangePart, error) {
+func (r *Router) readParts(ctx context.Context, key, end []byte, o mvcc.ReadOptions, rev int64, view *revision.View) ([]kvrules.RangePart, error) {
 	var parts []kvrules.RangePart
 	for _, d := range view.Ranges {
 		sp, ok := clip(key, end, d)
 		if !ok {
 			continue
 		}
-		part, err := r.readPart(ctx, d, sp, readOptions(req), rev, view)
+		part, err := r.readPart(ctx, d, sp, o, rev, view)
 		if err != nil {
 			return nil, err
 		}
@@ -319,16 +319,11 @@ func (r *Router) readResplit(ctx context.Context, sp shard.Span, o mvcc.ReadOpti
 	case <-time.After(10 * time.Millisecond):
 	}
 	var out kvrules.RangePart
-	view := r.node.oracle.View()
-	for _, d := range view.Ranges {
-		sub, ok := clip(sp.Key, sp.End, d)
-		if !ok {
-			continue
-		}
-		part, err := r.readPart(ctx, d, sub, o, rev, view)
-		if err != nil {
-			return out, err
-		}
+	parts, err := r.readParts(ctx, sp.Key, sp.End, o, rev, r.node.oracle.View())
+	if err != nil {
+		return out, err
+	}
+	for _, part := range parts {
 		out.KVs = append(out.KVs, part.KVs...)
 		out.Count += part.Count
 	}

@@ -109,8 +109,7 @@ func (w WatchSource) Changes(ctx context.Context, key, end []byte, fromRev, toRe
 		if !ok {
 			continue
 		}
-		s := w.n.shard(d.Id)
-		local := !w.n.remote(d) && s != nil && s.AppliedRev() >= min(toRev, v.LastRev[d.Id])
+		local := w.appliedHere(v, d, toRev)
 		allLocal = allLocal && local
 		parts = append(parts, part{d: d, sp: sp, local: local})
 	}
@@ -167,14 +166,22 @@ func (w WatchSource) Recent(key, end []byte, fromRev, toRev int64, limit int) ([
 		if _, ok := clip(key, end, d); !ok {
 			continue
 		}
-		if w.n.remote(d) {
-			return nil, false
-		}
-		if s := w.n.shard(d.Id); s == nil || s.AppliedRev() < min(toRev, v.LastRev[d.Id]) {
+		if !w.appliedHere(v, d, toRev) {
 			return nil, false
 		}
 	}
 	return w.n.store.RecentChanges(key, end, fromRev, toRev, limit)
+}
+
+// appliedHere reports whether range d of view v has a replica here (one
+// the table lists) that has applied every revision up to toRev that v's
+// oracle assigned to it.
+func (w WatchSource) appliedHere(v *revision.View, d *raftcmdpb.RangeDesc, toRev int64) bool {
+	if w.n.remote(d) {
+		return false
+	}
+	s := w.n.shard(d.Id)
+	return s != nil && s.AppliedRev() >= min(toRev, v.LastRev[d.Id])
 }
 
 func (w WatchSource) local(key, end []byte, fromRev, toRev int64, limit int) ([]mvcc.Change, error) {
