@@ -118,7 +118,9 @@ func (n *Node) RegisterPeer(s *grpc.Server) {
 }
 
 // PeerServerOptions are the options the peer gRPC server needs.
-func PeerServerOptions() []grpc.ServerOption { return actors.TransportServerOptions() }
+func PeerServerOptions() []grpc.ServerOption {
+	return append(actors.TransportServerOptions(), grpc.NumStreamWorkers(streamWorkers))
+}
 
 // tickLoop ticks every group once per heartbeat interval.
 func (n *Node) tickLoop() {
