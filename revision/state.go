@@ -326,7 +326,7 @@ func (s *State) fillReplicas() {
 	}
 	for i, r := range s.pb.Ranges {
 		if len(r.Replicas) == 0 {
-			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: r.End, Replicas: slices.Clone(voters)}
+			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: r.Id, Start: r.Start, End: r.End, Replicas: slices.Clone(voters), LeadPinned: r.LeadPinned, Generation: r.Generation}
 		}
 	}
 }
@@ -336,7 +336,9 @@ func (s *State) fillReplicas() {
 func (s *State) setReplicas(r *raftcmdpb.SetReplicas) error {
 	for i, d := range s.pb.Ranges {
 		if d.Id == r.RangeId {
-			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: d.Id, Start: d.Start, End: d.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned}
+			// The span is unchanged, and so is the generation: were it reset, a decision
+			// made under the generation before an earlier split could match again.
+			s.pb.Ranges[i] = &raftcmdpb.RangeDesc{Id: d.Id, Start: d.Start, End: d.End, Replicas: slices.Clone(r.Replicas), LeadPinned: r.LeadPinned, Generation: d.Generation}
 			return nil
 		}
 	}

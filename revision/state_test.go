@@ -150,3 +150,25 @@ func TestDecisionUnderOldGenerationAborted(t *testing.T) {
 		t.Fatalf("decided %+v, want txns 11 and 12 at %d and %d", fx.Decided, rev+1, rev+2)
 	}
 }
+
+// TestReplicasKeepGeneration: recording a range's replicas (a move) leaves its span and so its
+// generation alone; a decision made under the generation before the range's split stays
+// aborted after the move.
+func TestReplicasKeepGeneration(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	before := s.Proto().Ranges[0].Generation
+	if fx := s.Apply(1, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("m")}}); fx.SplitErr != nil {
+		t.Fatal(fx.SplitErr)
+	}
+	after := s.Proto().Ranges[0].Generation
+	s.Apply(2, &raftcmdpb.OracleCommand{Replicas: &raftcmdpb.SetReplicas{RangeId: 1, Replicas: []uint64{7, 8, 9}}})
+	if r := s.Proto().Ranges[0]; r.Id != 1 || r.Generation != after || len(r.Replicas) != 3 {
+		t.Fatalf("range after the move: %v, want generation %d and 3 replicas", r, after)
+	}
+	fx := s.Apply(3, &raftcmdpb.OracleCommand{Decisions: []*raftcmdpb.Decision{
+		{TxnId: 20, Ranges: []uint64{1}, Generations: []uint64{before}},
+	}})
+	if len(fx.Aborted) != 1 || fx.Aborted[0] != 20 {
+		t.Fatalf("aborted %v, want txn 20 (decided under the generation before the split)", fx.Aborted)
+	}
+}
