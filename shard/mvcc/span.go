@@ -99,6 +99,7 @@ func spanRecordOK(rec SpanRecord, start, end []byte) bool {
 // ClearSpan deletes every record of the span [start, end), in batches (not
 // atomically: a caller that may crash part way marks the span first).
 func (s *Store) ClearSpan(start, end []byte) error {
+	s.latest.forget(start, end)
 	var keys [][]byte
 	err := s.View(func(r *Reader) error {
 		return r.ExportSpan(start, end, func(rec SpanRecord) error {
@@ -126,6 +127,7 @@ func (s *Store) ClearSpan(start, end []byte) error {
 // ImportSpan writes records of the span [start, end), in batches (not
 // atomically, as ClearSpan). A record outside the span is refused.
 func (s *Store) ImportSpan(start, end []byte, recs []SpanRecord) error {
+	s.latest.forget(start, end)
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, rec := range recs {
@@ -196,5 +198,6 @@ func (s *Store) ReplaceSpan(start, end []byte, recs []SpanRecord) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("replace span", err)
 	}
+	s.latest.forget(start, end) // whatever was recorded while the stale records were still there
 	return nil
 }

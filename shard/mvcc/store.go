@@ -66,7 +66,8 @@ type Store struct {
 	compactMu   sync.Mutex // serializes Compact
 	compactDone int64      // highest revision physically compacted; guarded by compactMu
 
-	feed *feed // the latest revisions' changes, for watch (feed.go)
+	feed   *feed   // the latest revisions' changes, for watch (feed.go)
+	latest *latest // recently written keys' newest versions, for Put (latest.go)
 }
 
 // Open opens (or creates) the store in dir. A non-empty dir that is not a Mosaic store, or a
@@ -107,7 +108,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64}
+	s := &Store{db: db, logger: logger, maxValue: math.MaxInt64, latest: newLatest()}
 	if !opts.NoChangeFeed {
 		s.feed = newFeed()
 	}
@@ -249,8 +250,9 @@ func (s *Store) Sync() error {
 // Update runs fn in one atomic badger transaction. If fn returns an error nothing is written and
 // that error is returned. The Writer must not be used after fn returns.
 func (s *Store) Update(fn func(w *Writer) error) error {
+	epoch := s.latest.now()
 	txn := s.db.NewTransaction(true)
-	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, db: s.db, maxValue: s.maxValue, feedOn: s.feed != nil}
+	w := &Writer{Reader: Reader{txn: txn, compacted: s.compacted.Load()}, db: s.db, maxValue: s.maxValue, feedOn: s.feed != nil, latest: s.latest}
 	defer func() {
 		w.release()
 		txn.Discard()
@@ -261,6 +263,7 @@ func (s *Store) Update(fn func(w *Writer) error) error {
 	if err := txn.Commit(); err != nil {
 		return wrapBadger("commit", err)
 	}
+	s.latest.record(epoch, w.pending)
 	s.feed.add(w.written)
 	return nil
 }

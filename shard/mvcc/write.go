@@ -28,6 +28,7 @@ type Writer struct {
 	written []Change                    // this Update's changes as watch events, for the feed
 	ro      *badger.Txn                 // committed state, created on first use
 	roIt    *badger.Iterator
+	latest  *latest // the committed newest versions of recently written keys
 }
 
 // pendingVersion is a version this Update wrote; kv is nil for a tombstone.
@@ -76,6 +77,11 @@ func (w *Writer) version(key, prefix []byte, rev int64) (kv *mvccpb.KeyValue, vr
 	for i := len(vs) - 1; i >= 0; i-- {
 		if vs[i].rev <= rev {
 			return shallowCopy(vs[i].kv), vs[i].rev, true, nil
+		}
+	}
+	if len(vs) == 0 {
+		if v, ok := w.latest.get(key); ok && v.rev <= rev {
+			return shallowCopy(v.kv), v.rev, true, nil
 		}
 	}
 	it := w.committed()
