@@ -133,10 +133,23 @@ func (h *leadHints) set(id uint64, hint leadHint) {
 // refutedFor that it does not lead it (a replica taken out of its group,
 // still running here until it is collected, never hears of later
 // leaders); else the last hint; else where the lead belongs.
+//
+// A hint naming this member while it holds no replica is stale: it led
+// the range, or was next to ask, before its replica moved away. Followed,
+// it would have every write wait for a lead "on its way here" for good,
+// since nothing asks anyone else; the next replica is asked instead.
 func (n *Node) rangeLead(d *raftcmdpb.RangeDesc) uint64 {
 	h := n.hints.get(d.Id)
-	if s := n.shard(d.Id); s != nil && s.Lead() != 0 && (s.Lead() != h.notLead || time.Since(h.at) > refutedFor) {
+	s := n.shard(d.Id)
+	if s != nil && s.Lead() != 0 && (s.Lead() != h.notLead || time.Since(h.at) > refutedFor) {
 		return s.Lead()
+	}
+	if h.lead == n.nodeID && s == nil {
+		n.unreachableLead(d, n.nodeID)
+		h = n.hints.get(d.Id)
+		if h.lead == n.nodeID {
+			return 0 // the table lists no one else
+		}
 	}
 	if h.lead != 0 {
 		return h.lead

@@ -2,11 +2,13 @@ package router
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/shard"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -79,5 +81,26 @@ func TestMergeChanges(t *testing.T) {
 	d := []mvcc.Change{change(2, 1, "z")}
 	if got, want := changesString(mergeChanges([][]mvcc.Change{c, d}, 1)), "2.0:a 2.1:z "; got != want {
 		t.Errorf("limit 1: %s, want %s", got, want)
+	}
+}
+
+// TestRangeLeadIgnoresStaleSelfHint: a member without a replica of a range, whose hint names
+// itself as the leader (it led the range before its replica moved away), asks another
+// replica rather than waiting for a lead that is not coming.
+func TestRangeLeadIgnoresStaleSelfHint(t *testing.T) {
+	n := &Node{nodeID: 7, shards: map[uint64]*shard.Shard{}}
+	d := &raftcmdpb.RangeDesc{Id: 1, Replicas: []uint64{2, 3, 4}}
+	n.hints.set(d.Id, leadHint{lead: 7})
+	if got := n.rangeLead(d); got == 7 || !slices.Contains(d.Replicas, got) {
+		t.Fatalf("rangeLead = %d with a stale hint naming this member, want one of the replicas %v", got, d.Replicas)
+	}
+	n.hints.set(d.Id, leadHint{lead: 3, notLead: 2})
+	if got := n.rangeLead(d); got != 3 {
+		t.Fatalf("rangeLead = %d, want the hinted leader 3", got)
+	}
+	only := &raftcmdpb.RangeDesc{Id: 2, Replicas: []uint64{7}}
+	n.hints.set(only.Id, leadHint{lead: 7})
+	if got := n.rangeLead(only); got != 0 {
+		t.Fatalf("rangeLead = %d for a range the table lists on this member alone, not started here; want 0", got)
 	}
 }
