@@ -323,9 +323,9 @@ func (o *Oracle) Compact(ctx context.Context, rev int64) error {
 }
 
 // Split splits range id at key in the range table.
-func (o *Oracle) Split(ctx context.Context, id uint64, key []byte) (*SplitResult, error) {
+func (o *Oracle) Split(ctx context.Context, id uint64, key []byte, guard *raftcmdpb.SplitGuard) (*SplitResult, error) {
 	reply := make(chan splitReply, 1)
-	o.root.Send(o.pid, &splitMsg{id: id, key: key, reply: reply})
+	o.root.Send(o.pid, &splitMsg{id: id, key: key, guard: guard, reply: reply})
 	select {
 	case r := <-reply:
 		return r.res, r.err
@@ -376,6 +376,7 @@ type compactMsg struct {
 type splitMsg struct {
 	id    uint64
 	key   []byte
+	guard *raftcmdpb.SplitGuard // nil: unguarded
 	reply chan splitReply
 }
 
@@ -762,7 +763,7 @@ func (a *oracleActor) handle1(m any) {
 		}
 		a.compacters = append(a.compacters, m)
 	case *splitMsg:
-		if err := a.propose(&raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: m.id, Key: m.key}}); err != nil {
+		if err := a.propose(&raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: m.id, Key: m.key, Guard: m.guard}}); err != nil {
 			m.reply <- splitReply{err: err}
 			return
 		}

@@ -19,6 +19,12 @@ var (
 	// it is aborted and may run again on the new table.
 	ErrRangeChanged = errors.New("revision: a range of the transaction changed its span")
 	ErrUnknownRange = errors.New("revision: unknown range")
+	// ErrSplitStale: a guarded split found its range changed (another
+	// generation, or a revision assigned since its splitter drained it): it
+	// did not apply, and never will.
+	ErrSplitStale = errors.New("revision: the range changed since its splitter drained it")
+	// ErrAlreadySplit: a guarded split proposed again after it applied.
+	ErrAlreadySplit = errors.New("revision: the range is already split there")
 )
 
 // Decided is one transaction's fate: Rev > 0 when decided, Rev == 0 when
@@ -72,6 +78,9 @@ type SplitResult struct {
 	// Members are the cluster's members at the split: the new range's
 	// group starts with them (empty on a single node).
 	Members []*raftcmdpb.Member
+	// Guard is the split's guard (nil: unguarded): the member whose drained
+	// range it names holds the new range's data (see router.Node.Split).
+	Guard *raftcmdpb.SplitGuard
 }
 
 // State is the oracle's replicated state machine: pure, no I/O.
@@ -293,6 +302,18 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		if r.Id != sp.RangeId {
 			continue
 		}
+		if g := sp.Guard; g != nil {
+			switch {
+			case r.Generation == g.Generation && s.pb.LastRev[r.Id] == g.LastRev:
+				// As its splitter drained it: it holds the new range's data.
+			case r.Generation == g.Generation+1 && string(r.End) == string(sp.Key):
+				// Asked again by a splitter that did not learn that it applied.
+				return nil, ErrAlreadySplit
+			default:
+				return nil, fmt.Errorf("%w: range %d has generation %d and last revision %d, its splitter drained it at %d and %d",
+					ErrSplitStale, r.Id, r.Generation, s.pb.LastRev[r.Id], g.Generation, g.LastRev)
+			}
+		}
 		if bytes.Compare(sp.Key, r.Start) <= 0 || (len(r.End) > 0 && bytes.Compare(sp.Key, r.End) >= 0) {
 			return nil, ErrBadSplit
 		}
@@ -306,7 +327,7 @@ func (s *State) split(sp *raftcmdpb.Split) (*SplitResult, error) {
 		copy(s.pb.Ranges[i+2:], s.pb.Ranges[i+1:])
 		s.pb.Ranges[i+1] = right
 		s.pb.LastRev[right.Id] = s.pb.LastRev[left.Id]
-		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id], Members: s.pb.Members}, nil
+		return &SplitResult{Left: left, Right: right, StartRev: s.pb.LastRev[left.Id], Members: s.pb.Members, Guard: sp.Guard}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownRange, sp.RangeId)
 }

@@ -172,3 +172,41 @@ func TestReplicasKeepGeneration(t *testing.T) {
 		t.Fatalf("aborted %v, want txn 20 (decided under the generation before the split)", fx.Aborted)
 	}
 }
+
+// TestSplitGuard: a guarded split applies only to the range as its splitter drained it (same
+// generation, no revision assigned since); asked again once applied it says so, and a split
+// whose range changed meanwhile fails for good. Unguarded splits are unchecked.
+func TestSplitGuard(t *testing.T) {
+	s := NewState(Bootstrap(1, 1), nil)
+	s.Apply(1, decide(1))
+	drained := &raftcmdpb.SplitGuard{Generation: s.Proto().Ranges[0].Generation, LastRev: s.Proto().LastRev[1]}
+	s.Apply(2, decide(2)) // a write the splitter did not drain
+	split := func(idx uint64, g *raftcmdpb.SplitGuard) Effects {
+		return s.Apply(idx, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("m"), Guard: g}})
+	}
+	if fx := split(3, drained); !errors.Is(fx.SplitErr, ErrSplitStale) || fx.Split != nil {
+		t.Fatalf("split guarded at last revision %d after a later write: %+v, want ErrSplitStale", drained.LastRev, fx)
+	}
+	if n := len(s.Proto().Ranges); n != 1 {
+		t.Fatalf("%d ranges after a stale split, want 1", n)
+	}
+	drained = &raftcmdpb.SplitGuard{Generation: s.Proto().Ranges[0].Generation, LastRev: s.Proto().LastRev[1]}
+	fx := split(4, drained)
+	if fx.SplitErr != nil || fx.Split == nil || fx.Split.StartRev != drained.LastRev || fx.Split.Guard != drained {
+		t.Fatalf("split as drained: %+v", fx)
+	}
+	if fx := split(5, drained); !errors.Is(fx.SplitErr, ErrAlreadySplit) {
+		t.Fatalf("the same split asked again: %v, want ErrAlreadySplit", fx.SplitErr)
+	}
+	other := &raftcmdpb.SplitGuard{Generation: drained.Generation, LastRev: drained.LastRev}
+	fx = s.Apply(6, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("f"), Guard: other}})
+	if !errors.Is(fx.SplitErr, ErrSplitStale) {
+		t.Fatalf("a split guarded at the generation before the last split, at another key: %v, want ErrSplitStale", fx.SplitErr)
+	}
+	if fx := s.Apply(7, &raftcmdpb.OracleCommand{Split: &raftcmdpb.Split{RangeId: 1, Key: []byte("f")}}); fx.SplitErr != nil {
+		t.Fatalf("unguarded split: %v", fx.SplitErr)
+	}
+	if n := len(s.Proto().Ranges); n != 3 {
+		t.Fatalf("%d ranges, want 3", n)
+	}
+}

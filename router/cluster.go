@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mosaic-kv/mosaic/actors"
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
@@ -246,7 +247,7 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	n.splitMembers[res.Right.Id] = res.Members
 	// The member that split it holds the new range's data: its replica of
 	// the left range led it and was drained (Node.Split).
-	if n.splitting.CompareAndSwap(res.Left.Id, 0) {
+	if ds := n.splitting.Load(); ds != nil && ds.left == res.Left.Id && proto.Equal(ds.guard, res.Guard) && n.splitting.CompareAndSwap(ds, nil) {
 		n.authoritative[res.Right.Id] = true
 	}
 	started := n.started.Load()

@@ -119,9 +119,9 @@ type Node struct {
 	created      map[uint64]int64
 	splitMembers map[uint64][]*raftcmdpb.Member
 	// authoritative: the right ranges of splits this member made; splitting
-	// the range it is splitting (see groupPeers).
+	// the range it is splitting and its state as drained (see groupPeers).
 	authoritative map[uint64]bool
-	splitting     atomic.Uint64
+	splitting     atomic.Pointer[drainedSplit]
 
 	joining  bool
 	changeMu sync.Mutex // one membership change (or replica move) at a time
@@ -490,38 +490,10 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	if err := s.Freeze(fctx); err != nil {
 		return nil, fmt.Errorf("draining range %d: %w", d.Id, err)
 	}
-	n.splitting.Store(d.Id)
 	if n.cluster {
-		// onSplit (as this member's oracle replica applies the split) starts
-		// the new range's replica here as on every replica. A split whose
-		// outcome the oracle's leader did not tell (it lost the lead, or
-		// could not be reached) may still commit: the range stays drained,
-		// and this member the one to make the new range, while the split
-		// may still show up here.
-		pctx, cancel := context.WithTimeout(context.Background(), leaderWait)
-		err := n.splitOnPrimary(pctx, d.Id, key)
-		cancel()
-		wait := splitOutcomeWait
-		if err == nil {
-			wait = time.Minute
-		} else if errors.Is(err, revision.ErrBadSplit) || errors.Is(err, revision.ErrUnknownRange) {
-			wait = 0
-		}
-		actx, cancel := context.WithTimeout(context.Background(), wait)
-		res, aerr := n.awaitSplit(actx, d.Id, key)
-		cancel()
-		if aerr == nil {
-			return res, n.waitShard(ctx, res.Right.Id)
-		}
-		if err == nil {
-			err = aerr
-		}
-		n.splitting.Store(0)
-		s.Unfreeze(nil)
-		return nil, err
+		return n.splitCluster(ctx, s, d.Id, key)
 	}
-	res, err := n.oracle.Split(context.Background(), d.Id, key)
-	n.splitting.Store(0)
+	res, err := n.oracle.Split(context.Background(), d.Id, key, nil)
 	if err != nil {
 		s.Unfreeze(nil)
 		return nil, err
@@ -538,9 +510,69 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	return res, nil
 }
 
-// splitOutcomeWait is how long a split whose outcome is unknown is looked
-// for in this member's range table before it is taken as not done.
-const splitOutcomeWait = 3 * time.Second
+// drainedSplit is a split this member asks for: the left range's replica
+// here led it and is drained, so it holds exactly the new range's data as of
+// guard.LastRev; the split is guarded to apply only to the range in that
+// state (raftcmdpb.SplitGuard).
+type drainedSplit struct {
+	left  uint64
+	guard *raftcmdpb.SplitGuard
+}
+
+// splitRetryWait is how long a split whose outcome is unknown waits before
+// it is asked for again.
+const splitRetryWait = 200 * time.Millisecond
+
+// splitCluster splits range id, whose replica s here leads and is drained,
+// at key. The split is guarded, and asked for again until the oracle's
+// leader answers: a guarded split applies at most once, and only while the
+// range is as drained here, so an answer says for sure whether this member
+// makes the new range (onSplit), and the range resumes only once a failure
+// is certain. (Before guards, a split given up as unknown could still
+// apply later, leaving its new range with no member to make it.)
+func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, id uint64, key []byte) (*revision.SplitResult, error) {
+	v := n.oracle.View()
+	d := v.RangeByID(id)
+	if d == nil {
+		s.Unfreeze(nil)
+		return nil, fmt.Errorf("%w %d", revision.ErrUnknownRange, id)
+	}
+	ds := &drainedSplit{left: id, guard: &raftcmdpb.SplitGuard{Generation: d.Generation, LastRev: s.AppliedRev()}}
+	n.splitting.Store(ds)
+	for attempt := 0; ; attempt++ {
+		pctx, cancel := context.WithTimeout(context.Background(), leaderWait)
+		err := n.splitOnPrimary(pctx, id, key, ds.guard)
+		cancel()
+		switch {
+		case err == nil, errors.Is(err, revision.ErrAlreadySplit):
+			// Applied: onSplit (as this member's oracle replica applies it)
+			// starts the new range's replica here, as on every replica.
+			err = nil
+		case errors.Is(err, revision.ErrBadSplit), errors.Is(err, revision.ErrUnknownRange), errors.Is(err, revision.ErrSplitStale):
+			// Certain not to apply from now on; unless an earlier attempt
+			// did already (onSplit took the drained split), the range resumes.
+			if n.splitting.CompareAndSwap(ds, nil) {
+				s.Unfreeze(nil)
+				return nil, err
+			}
+			err = nil
+		}
+		if err == nil {
+			actx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			res, aerr := n.awaitSplit(actx, id, key)
+			cancel()
+			n.splitting.CompareAndSwap(ds, nil) // (already taken by onSplit unless another member's split at key applied)
+			if aerr != nil {
+				return nil, fmt.Errorf("split applied, but this member's range table did not show it: %w", aerr)
+			}
+			return res, n.waitShard(ctx, res.Right.Id)
+		}
+		if attempt%25 == 0 {
+			n.lg.Warn("the outcome of a split is not known yet; asking again", zap.Uint64("range", id), zap.Binary("key", key), zap.Int("attempt", attempt+1), zap.Error(err))
+		}
+		time.Sleep(splitRetryWait)
+	}
+}
 
 // awaitSplit waits until this member's oracle replica has applied the split
 // of range id at key, and returns its two sides.

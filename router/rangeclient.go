@@ -337,17 +337,21 @@ func fateErr(rev int64) error {
 // leader (this member, or another). A request the leader refused unheard
 // (not the leader, or not reachable) goes to the next leader, until ctx
 // ends.
-func (n *Node) splitOnPrimary(ctx context.Context, id uint64, key []byte) error {
+func (n *Node) splitOnPrimary(ctx context.Context, id uint64, key []byte, guard *raftcmdpb.SplitGuard) error {
 	for {
 		v := n.oracle.View()
 		if v.Leader || !n.cluster {
-			_, err := n.oracle.Split(ctx, id, key)
+			_, err := n.oracle.Split(ctx, id, key, guard)
 			return err
 		}
 		err := revision.ErrNotLeader
 		if conn, cerr := n.peerConn(v.Lead); v.Lead != 0 && cerr == nil {
+			req := &rangepb.SplitRequest{RangeId: id, Key: key}
+			if guard != nil {
+				req.Guarded, req.Generation, req.LastRev = true, guard.Generation, guard.LastRev
+			}
 			var resp *rangepb.SplitResponse
-			resp, err = rangepb.NewRangesClient(conn).Split(ctx, &rangepb.SplitRequest{RangeId: id, Key: key})
+			resp, err = rangepb.NewRangesClient(conn).Split(ctx, req)
 			switch {
 			case err != nil && !notSent(err):
 				return err
@@ -361,6 +365,10 @@ func (n *Node) splitOnPrimary(ctx context.Context, id uint64, key []byte) error 
 				return fmt.Errorf("%w (%s)", revision.ErrBadSplit, resp.Error.Message)
 			case strings.Contains(resp.Error.Message, revision.ErrUnknownRange.Error()):
 				return fmt.Errorf("%w (%s)", revision.ErrUnknownRange, resp.Error.Message)
+			case strings.Contains(resp.Error.Message, revision.ErrSplitStale.Error()):
+				return fmt.Errorf("%w (%s)", revision.ErrSplitStale, resp.Error.Message)
+			case strings.Contains(resp.Error.Message, revision.ErrAlreadySplit.Error()):
+				return fmt.Errorf("%w (%s)", revision.ErrAlreadySplit, resp.Error.Message)
 			default:
 				return errFromPB(resp.Error)
 			}

@@ -182,7 +182,11 @@ func (s *rangeServer) Resolve(ctx context.Context, req *rangepb.ResolveRequest) 
 }
 
 func (s *rangeServer) Split(ctx context.Context, req *rangepb.SplitRequest) (*rangepb.SplitResponse, error) {
-	if _, err := s.n.oracle.Split(ctx, req.RangeId, req.Key); err != nil {
+	var guard *raftcmdpb.SplitGuard
+	if req.Guarded {
+		guard = &raftcmdpb.SplitGuard{Generation: req.Generation, LastRev: req.LastRev}
+	}
+	if _, err := s.n.oracle.Split(ctx, req.RangeId, req.Key, guard); err != nil {
 		return &rangepb.SplitResponse{Error: s.errPB(err, nil)}, nil
 	}
 	return &rangepb.SplitResponse{}, nil

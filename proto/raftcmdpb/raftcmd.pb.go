@@ -749,9 +749,12 @@ func (x *LeaseCheckpoint) GetRemaining() int64 {
 
 // Split replaces range `range_id` by [start, key) and a new range [key, end).
 type Split struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Key     []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// If set, the split applies only to the range as its splitter drained it
+	// (see SplitGuard); entries written before guards existed have none.
+	Guard         *SplitGuard `protobuf:"bytes,3,opt,name=guard,proto3" json:"guard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +803,71 @@ func (x *Split) GetKey() []byte {
 	return nil
 }
 
+func (x *Split) GetGuard() *SplitGuard {
+	if x != nil {
+		return x.Guard
+	}
+	return nil
+}
+
+// SplitGuard is the state of the range its splitter holds the new range's
+// data for: the split applies only if the range still has this generation
+// and no revision was assigned to it since (last_rev). Otherwise it fails
+// with revision.ErrSplitStale, and the splitter knows that it never will
+// apply, so it may resume the range; re-proposed after it applied, it
+// fails with revision.ErrAlreadySplit.
+type SplitGuard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	LastRev       int64                  `protobuf:"varint,2,opt,name=last_rev,json=lastRev,proto3" json:"last_rev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitGuard) Reset() {
+	*x = SplitGuard{}
+	mi := &file_raftcmd_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitGuard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitGuard) ProtoMessage() {}
+
+func (x *SplitGuard) ProtoReflect() protoreflect.Message {
+	mi := &file_raftcmd_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitGuard.ProtoReflect.Descriptor instead.
+func (*SplitGuard) Descriptor() ([]byte, []int) {
+	return file_raftcmd_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SplitGuard) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SplitGuard) GetLastRev() int64 {
+	if x != nil {
+		return x.LastRev
+	}
+	return 0
+}
+
 // OracleCommand is the data of one entry in the oracle's Raft log. Each
 // decision, in order, takes the next revision.
 type OracleCommand struct {
@@ -822,7 +890,7 @@ type OracleCommand struct {
 
 func (x *OracleCommand) Reset() {
 	*x = OracleCommand{}
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +902,7 @@ func (x *OracleCommand) String() string {
 func (*OracleCommand) ProtoMessage() {}
 
 func (x *OracleCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[11]
+	mi := &file_raftcmd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +915,7 @@ func (x *OracleCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleCommand.ProtoReflect.Descriptor instead.
 func (*OracleCommand) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{11}
+	return file_raftcmd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OracleCommand) GetDecisions() []*Decision {
@@ -926,7 +994,7 @@ type SetReplicas struct {
 
 func (x *SetReplicas) Reset() {
 	*x = SetReplicas{}
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1006,7 @@ func (x *SetReplicas) String() string {
 func (*SetReplicas) ProtoMessage() {}
 
 func (x *SetReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[12]
+	mi := &file_raftcmd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1019,7 @@ func (x *SetReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicas.ProtoReflect.Descriptor instead.
 func (*SetReplicas) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_raftcmd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetReplicas) GetRangeId() uint64 {
@@ -988,7 +1056,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1068,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[13]
+	mi := &file_raftcmd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1081,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_raftcmd_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1055,7 +1123,7 @@ type Membership struct {
 
 func (x *Membership) Reset() {
 	*x = Membership{}
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1135,7 @@ func (x *Membership) String() string {
 func (*Membership) ProtoMessage() {}
 
 func (x *Membership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[14]
+	mi := &file_raftcmd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1148,7 @@ func (x *Membership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Membership.ProtoReflect.Descriptor instead.
 func (*Membership) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_raftcmd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Membership) GetMembers() []*Member {
@@ -1107,7 +1175,7 @@ type Compact struct {
 
 func (x *Compact) Reset() {
 	*x = Compact{}
-	mi := &file_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1187,7 @@ func (x *Compact) String() string {
 func (*Compact) ProtoMessage() {}
 
 func (x *Compact) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[15]
+	mi := &file_raftcmd_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1200,7 @@ func (x *Compact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Compact.ProtoReflect.Descriptor instead.
 func (*Compact) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{15}
+	return file_raftcmd_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Compact) GetRevision() int64 {
@@ -1168,7 +1236,7 @@ type OracleState struct {
 
 func (x *OracleState) Reset() {
 	*x = OracleState{}
-	mi := &file_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1248,7 @@ func (x *OracleState) String() string {
 func (*OracleState) ProtoMessage() {}
 
 func (x *OracleState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftcmd_proto_msgTypes[16]
+	mi := &file_raftcmd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1261,7 @@ func (x *OracleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OracleState.ProtoReflect.Descriptor instead.
 func (*OracleState) Descriptor() ([]byte, []int) {
-	return file_raftcmd_proto_rawDescGZIP(), []int{16}
+	return file_raftcmd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OracleState) GetRevision() int64 {
@@ -1327,10 +1395,17 @@ const file_raftcmd_proto_rawDesc = "" +
 	"\tremaining\x18\x03 \x01(\x03R\tremaining\"?\n" +
 	"\x0fLeaseCheckpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n" +
-	"\tremaining\x18\x02 \x01(\x03R\tremaining\"4\n" +
+	"\tremaining\x18\x02 \x01(\x03R\tremaining\"f\n" +
 	"\x05Split\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\"\xc9\x03\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x120\n" +
+	"\x05guard\x18\x03 \x01(\v2\x1a.mosaic.raftcmd.SplitGuardR\x05guard\"G\n" +
+	"\n" +
+	"SplitGuard\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x19\n" +
+	"\blast_rev\x18\x02 \x01(\x03R\alastRev\"\xc9\x03\n" +
 	"\rOracleCommand\x126\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x18.mosaic.raftcmd.DecisionR\tdecisions\x12\x16\n" +
 	"\x06aborts\x18\x02 \x03(\x04R\x06aborts\x121\n" +
@@ -1393,7 +1468,7 @@ func file_raftcmd_proto_rawDescGZIP() []byte {
 	return file_raftcmd_proto_rawDescData
 }
 
-var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_raftcmd_proto_goTypes = []any{
 	(*RangeDesc)(nil),       // 0: mosaic.raftcmd.RangeDesc
 	(*Op)(nil),              // 1: mosaic.raftcmd.Op
@@ -1406,14 +1481,15 @@ var file_raftcmd_proto_goTypes = []any{
 	(*Lease)(nil),           // 8: mosaic.raftcmd.Lease
 	(*LeaseCheckpoint)(nil), // 9: mosaic.raftcmd.LeaseCheckpoint
 	(*Split)(nil),           // 10: mosaic.raftcmd.Split
-	(*OracleCommand)(nil),   // 11: mosaic.raftcmd.OracleCommand
-	(*SetReplicas)(nil),     // 12: mosaic.raftcmd.SetReplicas
-	(*Member)(nil),          // 13: mosaic.raftcmd.Member
-	(*Membership)(nil),      // 14: mosaic.raftcmd.Membership
-	(*Compact)(nil),         // 15: mosaic.raftcmd.Compact
-	(*OracleState)(nil),     // 16: mosaic.raftcmd.OracleState
-	nil,                     // 17: mosaic.raftcmd.OracleState.LastRevEntry
-	nil,                     // 18: mosaic.raftcmd.OracleState.LeasesEntry
+	(*SplitGuard)(nil),      // 11: mosaic.raftcmd.SplitGuard
+	(*OracleCommand)(nil),   // 12: mosaic.raftcmd.OracleCommand
+	(*SetReplicas)(nil),     // 13: mosaic.raftcmd.SetReplicas
+	(*Member)(nil),          // 14: mosaic.raftcmd.Member
+	(*Membership)(nil),      // 15: mosaic.raftcmd.Membership
+	(*Compact)(nil),         // 16: mosaic.raftcmd.Compact
+	(*OracleState)(nil),     // 17: mosaic.raftcmd.OracleState
+	nil,                     // 18: mosaic.raftcmd.OracleState.LastRevEntry
+	nil,                     // 19: mosaic.raftcmd.OracleState.LeasesEntry
 }
 var file_raftcmd_proto_depIdxs = []int32{
 	2,  // 0: mosaic.raftcmd.Op.put:type_name -> mosaic.raftcmd.PutOp
@@ -1421,24 +1497,25 @@ var file_raftcmd_proto_depIdxs = []int32{
 	1,  // 2: mosaic.raftcmd.Intent.ops:type_name -> mosaic.raftcmd.Op
 	4,  // 3: mosaic.raftcmd.ShardCommand.intents:type_name -> mosaic.raftcmd.Intent
 	6,  // 4: mosaic.raftcmd.ShardCommand.decided:type_name -> mosaic.raftcmd.Decided
-	7,  // 5: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
-	15, // 6: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
-	10, // 7: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
-	8,  // 8: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
-	9,  // 9: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
-	14, // 10: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
-	12, // 11: mosaic.raftcmd.OracleCommand.replicas:type_name -> mosaic.raftcmd.SetReplicas
-	13, // 12: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
-	0,  // 13: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
-	17, // 14: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
-	18, // 15: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
-	13, // 16: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
-	8,  // 17: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	11, // 5: mosaic.raftcmd.Split.guard:type_name -> mosaic.raftcmd.SplitGuard
+	7,  // 6: mosaic.raftcmd.OracleCommand.decisions:type_name -> mosaic.raftcmd.Decision
+	16, // 7: mosaic.raftcmd.OracleCommand.compact:type_name -> mosaic.raftcmd.Compact
+	10, // 8: mosaic.raftcmd.OracleCommand.split:type_name -> mosaic.raftcmd.Split
+	8,  // 9: mosaic.raftcmd.OracleCommand.grant:type_name -> mosaic.raftcmd.Lease
+	9,  // 10: mosaic.raftcmd.OracleCommand.checkpoints:type_name -> mosaic.raftcmd.LeaseCheckpoint
+	15, // 11: mosaic.raftcmd.OracleCommand.membership:type_name -> mosaic.raftcmd.Membership
+	13, // 12: mosaic.raftcmd.OracleCommand.replicas:type_name -> mosaic.raftcmd.SetReplicas
+	14, // 13: mosaic.raftcmd.Membership.members:type_name -> mosaic.raftcmd.Member
+	0,  // 14: mosaic.raftcmd.OracleState.ranges:type_name -> mosaic.raftcmd.RangeDesc
+	18, // 15: mosaic.raftcmd.OracleState.last_rev:type_name -> mosaic.raftcmd.OracleState.LastRevEntry
+	19, // 16: mosaic.raftcmd.OracleState.leases:type_name -> mosaic.raftcmd.OracleState.LeasesEntry
+	14, // 17: mosaic.raftcmd.OracleState.members:type_name -> mosaic.raftcmd.Member
+	8,  // 18: mosaic.raftcmd.OracleState.LeasesEntry.value:type_name -> mosaic.raftcmd.Lease
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_raftcmd_proto_init() }
@@ -1457,7 +1534,7 @@ func file_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftcmd_proto_rawDesc), len(file_raftcmd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1387,9 +1387,14 @@ func (x *ResolveResponse) GetError() *Error {
 }
 
 type SplitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Key     []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The range as its splitter drained it (see raftcmdpb.SplitGuard); unset:
+	// unguarded.
+	Guarded       bool   `protobuf:"varint,3,opt,name=guarded,proto3" json:"guarded,omitempty"`
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	LastRev       int64  `protobuf:"varint,5,opt,name=last_rev,json=lastRev,proto3" json:"last_rev,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1436,6 +1441,27 @@ func (x *SplitRequest) GetKey() []byte {
 		return x.Key
 	}
 	return nil
+}
+
+func (x *SplitRequest) GetGuarded() bool {
+	if x != nil {
+		return x.Guarded
+	}
+	return false
+}
+
+func (x *SplitRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SplitRequest) GetLastRev() int64 {
+	if x != nil {
+		return x.LastRev
+	}
+	return 0
 }
 
 type SplitResponse struct {
@@ -1849,10 +1875,15 @@ const file_range_proto_rawDesc = "" +
 	"\x03txn\x18\x01 \x01(\x04R\x03txn\"N\n" +
 	"\x0fResolveResponse\x12\x10\n" +
 	"\x03rev\x18\x01 \x01(\x03R\x03rev\x12)\n" +
-	"\x05error\x18\x02 \x01(\v2\x13.mosaic.range.ErrorR\x05error\";\n" +
+	"\x05error\x18\x02 \x01(\v2\x13.mosaic.range.ErrorR\x05error\"\x90\x01\n" +
 	"\fSplitRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\fR\x03key\":\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x18\n" +
+	"\aguarded\x18\x03 \x01(\bR\aguarded\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12\x19\n" +
+	"\blast_rev\x18\x05 \x01(\x03R\alastRev\":\n" +
 	"\rSplitResponse\x12)\n" +
 	"\x05error\x18\x01 \x01(\v2\x13.mosaic.range.ErrorR\x05error\"\x93\x01\n" +
 	"\fGroupRequest\x12\x19\n" +
