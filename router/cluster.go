@@ -249,6 +249,7 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	// the left range led it and was drained (Node.Split).
 	if ds := n.splitting.Load(); ds != nil && ds.left == res.Left.Id && proto.Equal(ds.guard, res.Guard) && n.splitting.CompareAndSwap(ds, nil) {
 		n.authoritative[res.Right.Id] = true
+		n.crashAfterSplitForTest()
 	}
 	started := n.started.Load()
 	// Both sides live on the left side's replicas: a member the table does

@@ -213,6 +213,12 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 			return nil, err
 		}
 	}
+	if n.cluster {
+		if err := n.restoreDrainedSplit(); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.oracle, err = revision.Start(n.sys, revision.Config{
 		NodeID: n.nodeID, Logs: logs, Meta: &revision.Persister{Store: store}, Logger: c.Logger,
 		Notify:         n.deliver,
@@ -235,6 +241,9 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	if err := wait(ctx, n.oracle.Ready()); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("waiting for the revision oracle: %w", err)
+	}
+	if n.cluster {
+		n.claimDrainedSplit(n.oracle.View())
 	}
 	n.markKnown(n.oracle.View().Ranges...)
 	for _, d := range n.oracle.View().Ranges {
@@ -361,6 +370,9 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The group is made here now: should the replica go and come back, it
+	// starts empty like any other, not from what the store holds then.
+	delete(n.authoritative, d.Id)
 	// Registered and handed its early decisions under one lock, so that no
 	// decision falls between the two.
 	n.earlyMu.Lock()
@@ -510,15 +522,6 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 	return res, nil
 }
 
-// drainedSplit is a split this member asks for: the left range's replica
-// here led it and is drained, so it holds exactly the new range's data as of
-// guard.LastRev; the split is guarded to apply only to the range in that
-// state (raftcmdpb.SplitGuard).
-type drainedSplit struct {
-	left  uint64
-	guard *raftcmdpb.SplitGuard
-}
-
 // splitRetryWait is how long a split whose outcome is unknown waits before
 // it is asked for again.
 const splitRetryWait = 200 * time.Millisecond
@@ -537,7 +540,11 @@ func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, id uint64, key 
 		s.Unfreeze(nil)
 		return nil, fmt.Errorf("%w %d", revision.ErrUnknownRange, id)
 	}
-	ds := &drainedSplit{left: id, guard: &raftcmdpb.SplitGuard{Generation: d.Generation, LastRev: s.AppliedRev()}}
+	ds := &drainedSplit{left: id, key: key, guard: &raftcmdpb.SplitGuard{Generation: d.Generation, LastRev: s.AppliedRev()}}
+	if err := n.saveDrainedSplit(ds); err != nil {
+		s.Unfreeze(nil)
+		return nil, fmt.Errorf("recording the split: %w", err)
+	}
 	n.splitting.Store(ds)
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(context.Background(), leaderWait)
@@ -552,6 +559,7 @@ func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, id uint64, key 
 			// Certain not to apply from now on; unless an earlier attempt
 			// did already (onSplit took the drained split), the range resumes.
 			if n.splitting.CompareAndSwap(ds, nil) {
+				n.clearDrainedSplit(ds)
 				s.Unfreeze(nil)
 				return nil, err
 			}
@@ -565,7 +573,11 @@ func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, id uint64, key 
 			if aerr != nil {
 				return nil, fmt.Errorf("split applied, but this member's range table did not show it: %w", aerr)
 			}
-			return res, n.waitShard(ctx, res.Right.Id)
+			if err := n.waitShard(ctx, res.Right.Id); err != nil {
+				return nil, err // (the record goes at the next start: see claimDrainedSplit)
+			}
+			n.clearDrainedSplit(ds) // the new range's group is made here
+			return res, nil
 		}
 		if attempt%25 == 0 {
 			n.lg.Warn("the outcome of a split is not known yet; asking again", zap.Uint64("range", id), zap.Binary("key", key), zap.Int("attempt", attempt+1), zap.Error(err))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,8 @@ type ClusterOptions struct {
 	Token string
 	// Args are extra flags given to every member.
 	Args []string
+	// Env are extra environment variables (KEY=value) given to every member.
+	Env []string
 	// ReadyTimeout bounds each member's wait for ReadyLine after a (re)start; 60s if zero.
 	ReadyTimeout time.Duration
 }
@@ -95,7 +98,7 @@ func StartCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 			"--initial-cluster-token", opts.Token,
 		}
 		args = append(args, opts.Args...)
-		p := newProcess(t, names[i], bin, env, args, clientURLs[i], opts.ReadyTimeout)
+		p := newProcess(t, names[i], bin, append(slices.Clone(env), opts.Env...), args, clientURLs[i], opts.ReadyTimeout)
 		c.members = append(c.members, &Member{Process: p, PeerURL: peerURLs[i], DataDir: dataDir})
 	}
 	// Registered after the members' cleanups, so it runs before them, while they still run.
