@@ -503,7 +503,7 @@ func (n *Node) Split(ctx context.Context, key []byte) (*revision.SplitResult, er
 		return nil, fmt.Errorf("draining range %d: %w", d.Id, err)
 	}
 	if n.cluster {
-		return n.splitCluster(ctx, s, d.Id, key)
+		return n.splitCluster(ctx, s, d, key)
 	}
 	res, err := n.oracle.Split(context.Background(), d.Id, key, nil)
 	if err != nil {
@@ -533,12 +533,16 @@ const splitRetryWait = 200 * time.Millisecond
 // makes the new range (onSplit), and the range resumes only once a failure
 // is certain. (Before guards, a split given up as unknown could still
 // apply later, leaving its new range with no member to make it.)
-func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, id uint64, key []byte) (*revision.SplitResult, error) {
-	v := n.oracle.View()
-	d := v.RangeByID(id)
-	if d == nil {
+//
+// d is the range as the table had it before the drain. The table must not
+// have moved on since: a replica drops the writes it applies to keys its
+// table no longer gives the range, so only a drain under the same
+// generation leaves the new range's data whole here.
+func (n *Node) splitCluster(ctx context.Context, s *shard.Shard, d *raftcmdpb.RangeDesc, key []byte) (*revision.SplitResult, error) {
+	id := d.Id
+	if now := n.oracle.View().RangeByID(id); now == nil || now.Generation != d.Generation {
 		s.Unfreeze(nil)
-		return nil, fmt.Errorf("%w %d", revision.ErrUnknownRange, id)
+		return nil, fmt.Errorf("range %d changed while it drained for the split; try again", id)
 	}
 	ds := &drainedSplit{left: id, key: key, guard: &raftcmdpb.SplitGuard{Generation: d.Generation, LastRev: s.AppliedRev()}}
 	if err := n.saveDrainedSplit(ds); err != nil {
