@@ -26,7 +26,7 @@ type adminServer struct {
 }
 
 func (s *adminServer) ListRanges(ctx context.Context, req *adminpb.ListRangesRequest) (*adminpb.ListRangesResponse, error) {
-	infos, err := s.r.node.rangeInfos(ctx, req.Local)
+	infos, err := s.r.node.rangeInfos(ctx, req.Local, !req.NoStats)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -35,13 +35,14 @@ func (s *adminServer) ListRanges(ctx context.Context, req *adminpb.ListRangesReq
 
 // rangeInfos describes every range of the table; unless local, a range
 // without a replica here as the member most likely to lead it reports it.
-func (n *Node) rangeInfos(ctx context.Context, local bool) ([]*adminpb.RangeInfo, error) {
+// Key counts and sizes are filled only with stats.
+func (n *Node) rangeInfos(ctx context.Context, local, stats bool) ([]*adminpb.RangeInfo, error) {
 	v := n.oracle.View()
 	var out []*adminpb.RangeInfo
 	// Ranges without a replica here, by the member asked about them (their leader).
 	remote := map[uint64][]*adminpb.RangeInfo{}
 	for _, d := range v.Ranges {
-		info, err := n.rangeInfo(d)
+		info, err := n.rangeInfo(d, stats)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +54,7 @@ func (n *Node) rangeInfos(ctx context.Context, local bool) ([]*adminpb.RangeInfo
 		}
 	}
 	for holder, infos := range remote {
-		n.fillRangeStats(ctx, holder, infos)
+		n.fillRangeStats(ctx, holder, infos, stats)
 	}
 	return out, nil
 }
@@ -63,14 +64,14 @@ func (n *Node) rangeInfos(ctx context.Context, local bool) ([]*adminpb.RangeInfo
 // and the leader its replica follows: this member's idea of the leader of
 // a range it does not hold is only the last one it heard of). An
 // unreachable holder leaves them as they are.
-func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*adminpb.RangeInfo) {
+func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*adminpb.RangeInfo, stats bool) {
 	conn, err := n.peerConn(holder)
 	if err != nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	theirs, err := adminpb.NewAdminClient(conn).ListRanges(cctx, &adminpb.ListRangesRequest{Local: true})
+	theirs, err := adminpb.NewAdminClient(conn).ListRanges(cctx, &adminpb.ListRangesRequest{Local: true, NoStats: !stats})
 	if err != nil {
 		return
 	}
@@ -128,11 +129,11 @@ func (s *adminServer) SplitRange(ctx context.Context, req *adminpb.SplitRangeReq
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	left, err := s.r.node.rangeInfo(res.Left)
+	left, err := s.r.node.rangeInfo(res.Left, true)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	right, err := s.r.node.rangeInfo(res.Right)
+	right, err := s.r.node.rangeInfo(res.Right, true)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -185,7 +186,7 @@ func (s *adminServer) MoveReplica(ctx context.Context, req *adminpb.MoveReplicaR
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	info, err := s.r.node.rangeInfo(d)
+	info, err := s.r.node.rangeInfo(d, true)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -200,7 +201,7 @@ func (s *adminServer) ListNodes(ctx context.Context, _ *adminpb.ListNodesRequest
 	if s.r.node.cluster {
 		members = s.r.memberList(ctx, self)
 	}
-	infos, err := s.r.node.rangeInfos(ctx, false)
+	infos, err := s.r.node.rangeInfos(ctx, false, false)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -273,8 +274,9 @@ func (n *Node) moveOracleLead(ctx context.Context, to uint64) (uint64, error) {
 	}
 }
 
-// rangeInfo describes one range as this node sees it.
-func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc) (*adminpb.RangeInfo, error) {
+// rangeInfo describes one range as this node sees it; with stats, with its
+// key count and size here.
+func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc, stats bool) (*adminpb.RangeInfo, error) {
 	info := &adminpb.RangeInfo{Id: d.Id, Start: d.Start, End: d.End, Replicas: n.replicasOf(d)}
 	if s := n.shard(d.Id); s != nil {
 		info.AppliedIndex = s.AppliedIndex()
@@ -283,6 +285,9 @@ func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc) (*adminpb.RangeInfo, error) {
 		info.Quiescent = s.Quiesced()
 	} else {
 		info.Leader = n.rangeLead(d)
+	}
+	if !stats {
+		return info, nil
 	}
 	err := n.store.View(func(r *mvcc.Reader) error {
 		var err error

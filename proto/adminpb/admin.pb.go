@@ -159,7 +159,10 @@ type ListRangesRequest struct {
 	// come without key count, size and applied positions. Without it, a
 	// member asks a member holding each such range (members use it among
 	// themselves).
-	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	Local bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	// Without key counts and sizes (they cost a walk over each range's keys):
+	// node list needs only replicas and leaders.
+	NoStats       bool `protobuf:"varint,2,opt,name=no_stats,json=noStats,proto3" json:"no_stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +200,13 @@ func (*ListRangesRequest) Descriptor() ([]byte, []int) {
 func (x *ListRangesRequest) GetLocal() bool {
 	if x != nil {
 		return x.Local
+	}
+	return false
+}
+
+func (x *ListRangesRequest) GetNoStats() bool {
+	if x != nil {
+		return x.NoStats
 	}
 	return false
 }
@@ -741,9 +751,10 @@ const file_admin_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12)\n" +
 	"\x10applied_revision\x18\t \x01(\x03R\x0fappliedRevision\x12\x1c\n" +
 	"\tquiescent\x18\n" +
-	" \x01(\bR\tquiescent\")\n" +
+	" \x01(\bR\tquiescent\"D\n" +
 	"\x11ListRangesRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"E\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\x12\x19\n" +
+	"\bno_stats\x18\x02 \x01(\bR\anoStats\"E\n" +
 	"\x12ListRangesResponse\x12/\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x17.mosaic.admin.RangeInfoR\x06ranges\"%\n" +
 	"\x11SplitRangeRequest\x12\x10\n" +
