@@ -104,3 +104,81 @@ func TestLatestBudget(t *testing.T) {
 		t.Fatalf("entries hold %d bytes, counted %d", total, l.bytes)
 	}
 }
+
+// TestPutPreviousWhenMemoryIsComplete: a store's memory of newest versions
+// starts complete (so a Put of a key it does not know seeks nothing), and
+// stops answering "no version" for unknown keys once something may have
+// written keys behind it: an import, or an Update that committed while a
+// span operation ran. Reopened, it knows the keys on disk.
+func TestPutPreviousWhenMemoryIsComplete(t *testing.T) {
+	s := openMem(t)
+	if !s.latest.complete {
+		t.Fatal("a new store's memory is not complete")
+	}
+	if got, want := putPrev(t, s, 2, "a", "v2"), kvOne(nil); got != want {
+		t.Fatalf("new key: prev %s, want %s", got, want)
+	}
+
+	// An imported key the memory never saw.
+	src := openMem(t)
+	putPrev(t, src, 3, "n", "src3")
+	var recs []SpanRecord
+	if err := src.View(func(r *Reader) error {
+		return r.ExportSpan([]byte("n"), []byte("o"), func(rec SpanRecord) error { recs = append(recs, rec); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportSpan([]byte("n"), []byte("o"), recs); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := putPrev(t, s, 4, "n", "v4"), `"n"="src3"@3/3/1`; got != want {
+		t.Fatalf("put after an import: prev %s, want %s", got, want)
+	}
+
+	// A cleared span keeps the memory complete; an Update that committed
+	// while it ran is not remembered, so the memory is no longer complete.
+	s2 := openMem(t)
+	mustUpdate(t, s2, func(w *Writer) error {
+		if _, err := w.Put(2, 0, Put{Key: []byte("m"), Value: []byte("v2")}); err != nil {
+			return err
+		}
+		return s2.ClearSpan([]byte("x"), []byte("y"))
+	})
+	if got, want := putPrev(t, s2, 3, "m", "v3"), `"m"="v2"@2/2/1`; got != want {
+		t.Fatalf("put after an Update that overlapped a cleared span: prev %s, want %s", got, want)
+	}
+
+	dir := t.TempDir()
+	d, err := Open(dir, Options{SyncWrites: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, d, 2, "a", "1")
+	put(t, d, 3, "a", "2")
+	put(t, d, 4, "b", "3")
+	del(t, d, 5, "b", "")
+	d = reopen(t, d, dir, Options{})
+	if !d.latest.complete || len(d.latest.entries) != 2 {
+		t.Fatalf("reopened: complete %v, %d keys remembered, want 2", d.latest.complete, len(d.latest.entries))
+	}
+	if got, want := putPrev(t, d, 6, "a", "3"), `"a"="2"@3/2/2`; got != want {
+		t.Fatalf("put after reopening: prev %s, want %s", got, want)
+	}
+	if got, want := putPrev(t, d, 7, "b", "4"), kvOne(nil); got != want {
+		t.Fatalf("put of a deleted key after reopening: prev %s, want %s", got, want)
+	}
+	if got, want := putPrev(t, d, 8, "c", "5"), kvOne(nil); got != want {
+		t.Fatalf("put of a new key after reopening: prev %s, want %s", got, want)
+	}
+	var kv string
+	if err := d.View(func(r *Reader) error {
+		got, err := r.Get([]byte("b"), 0)
+		kv = kvOne(got)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"b"="4"@7/7/1`; kv != want {
+		t.Fatalf("b after reopening and a put: %s, want %s", kv, want)
+	}
+}

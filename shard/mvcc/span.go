@@ -98,10 +98,15 @@ func spanRecordOK(rec SpanRecord, start, end []byte) bool {
 
 // ClearSpan deletes every record of the span [start, end), in batches (not
 // atomically: a caller that may crash part way marks the span first).
-func (s *Store) ClearSpan(start, end []byte) error {
-	s.latest.forget(start, end)
+func (s *Store) ClearSpan(start, end []byte) (err error) {
+	s.latest.forget(start, end, true)
+	defer func() {
+		if err != nil {
+			s.latest.incomplete() // some of the span's records may be left
+		}
+	}()
 	var keys [][]byte
-	err := s.View(func(r *Reader) error {
+	err = s.View(func(r *Reader) error {
 		return r.ExportSpan(start, end, func(rec SpanRecord) error {
 			keys = append(keys, rec.Key)
 			return nil
@@ -127,7 +132,7 @@ func (s *Store) ClearSpan(start, end []byte) error {
 // ImportSpan writes records of the span [start, end), in batches (not
 // atomically, as ClearSpan). A record outside the span is refused.
 func (s *Store) ImportSpan(start, end []byte, recs []SpanRecord) error {
-	s.latest.forget(start, end)
+	s.latest.forget(start, end, false)
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, rec := range recs {
@@ -198,6 +203,6 @@ func (s *Store) ReplaceSpan(start, end []byte, recs []SpanRecord) error {
 	if err := wb.Flush(); err != nil {
 		return wrapBadger("replace span", err)
 	}
-	s.latest.forget(start, end) // whatever was recorded while the stale records were still there
+	s.latest.forget(start, end, false) // whatever was recorded while the stale records were still there
 	return nil
 }

@@ -120,6 +120,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
 	}
+	if err := s.latest.load(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("mvcc: open %s: %w", dir, err)
+	}
 	if s.feed != nil {
 		// The feed holds nothing written before now.
 		last, err := s.lastChangeRev()

@@ -80,8 +80,12 @@ func (w *Writer) version(key, prefix []byte, rev int64) (kv *mvccpb.KeyValue, vr
 		}
 	}
 	if len(vs) == 0 {
-		if v, ok := w.latest.get(key); ok && v.rev <= rev {
+		v, ok, absent := w.latest.get(key)
+		switch {
+		case ok && v.rev <= rev:
 			return shallowCopy(v.kv), v.rev, true, nil
+		case absent:
+			return nil, 0, false, nil
 		}
 	}
 	it := w.committed()
