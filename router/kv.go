@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mosaic-kv/mosaic/proto/rangepb"
 	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/router/kvrules"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
@@ -34,7 +35,9 @@ func (s *kvServer) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse
 		return nil, err
 	}
 	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.PutResponse, error) {
-		return pb.NewKVClient(c).Put(ctx, req)
+		return forwardWrite(s.r, ctx, c, rangepb.ForwardRequest_PUT, req, &pb.PutResponse{}, func() (*pb.PutResponse, error) {
+			return pb.NewKVClient(c).Put(ctx, req)
+		})
 	}); ok {
 		return resp, err
 	}
@@ -49,7 +52,9 @@ func (s *kvServer) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) 
 		return nil, err
 	}
 	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.DeleteRangeResponse, error) {
-		return pb.NewKVClient(c).DeleteRange(ctx, req)
+		return forwardWrite(s.r, ctx, c, rangepb.ForwardRequest_DELETE_RANGE, req, &pb.DeleteRangeResponse{}, func() (*pb.DeleteRangeResponse, error) {
+			return pb.NewKVClient(c).DeleteRange(ctx, req)
+		})
 	}); ok {
 		return resp, err
 	}
@@ -67,7 +72,9 @@ func (s *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse
 		return nil, err
 	}
 	if resp, ok, err := forward(s.r, ctx, func(ctx context.Context, c *grpc.ClientConn) (*pb.TxnResponse, error) {
-		return pb.NewKVClient(c).Txn(ctx, req)
+		return forwardWrite(s.r, ctx, c, rangepb.ForwardRequest_TXN, req, &pb.TxnResponse{}, func() (*pb.TxnResponse, error) {
+			return pb.NewKVClient(c).Txn(ctx, req)
+		})
 	}); ok {
 		return resp, err
 	}

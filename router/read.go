@@ -23,6 +23,7 @@ import (
 type Router struct {
 	node            *Node
 	fwd             forwarder
+	fwdStreams      fwdStreams // forwarded writes' streams to the primary (forwardstream.go)
 	lessorMu        sync.Mutex
 	lessor          *leaseactor.Lessor // nil while this node is not the primary
 	lessorCfg       leaseactor.Config
@@ -165,6 +166,7 @@ func (r *Router) Close() {
 		<-r.watchDone
 	}
 	r.stopLessor()
+	r.fwdStreams.close()
 	r.fwd.close()
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/mosaic-kv/mosaic/proto/adminpb"
+	"github.com/mosaic-kv/mosaic/proto/rangepb"
 	"github.com/mosaic-kv/mosaic/watchactor"
 )
 
@@ -61,6 +62,7 @@ func (r *Router) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 // members forward requests of (see forward.go).
 func (r *Router) RegisterForwarded(s *grpc.Server) {
 	pb.RegisterKVServer(s, &kvServer{r: r})
+	rangepb.RegisterForwarderServer(s, &forwardServer{kv: &kvServer{r: r}})
 	pb.RegisterLeaseServer(s, &leaseServer{r: r})
 	pb.RegisterClusterServer(s, &clusterServer{r: r})
 	adminpb.RegisterAdminServer(s, &adminServer{r: r})

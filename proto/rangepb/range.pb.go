@@ -95,6 +95,58 @@ func (Error_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_range_proto_rawDescGZIP(), []int{9, 0}
 }
 
+type ForwardRequest_Method int32
+
+const (
+	ForwardRequest_UNKNOWN      ForwardRequest_Method = 0
+	ForwardRequest_PUT          ForwardRequest_Method = 1
+	ForwardRequest_DELETE_RANGE ForwardRequest_Method = 2
+	ForwardRequest_TXN          ForwardRequest_Method = 3
+)
+
+// Enum value maps for ForwardRequest_Method.
+var (
+	ForwardRequest_Method_name = map[int32]string{
+		0: "UNKNOWN",
+		1: "PUT",
+		2: "DELETE_RANGE",
+		3: "TXN",
+	}
+	ForwardRequest_Method_value = map[string]int32{
+		"UNKNOWN":      0,
+		"PUT":          1,
+		"DELETE_RANGE": 2,
+		"TXN":          3,
+	}
+)
+
+func (x ForwardRequest_Method) Enum() *ForwardRequest_Method {
+	p := new(ForwardRequest_Method)
+	*p = x
+	return p
+}
+
+func (x ForwardRequest_Method) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ForwardRequest_Method) Descriptor() protoreflect.EnumDescriptor {
+	return file_range_proto_enumTypes[1].Descriptor()
+}
+
+func (ForwardRequest_Method) Type() protoreflect.EnumType {
+	return &file_range_proto_enumTypes[1]
+}
+
+func (x ForwardRequest_Method) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ForwardRequest_Method.Descriptor instead.
+func (ForwardRequest_Method) EnumDescriptor() ([]byte, []int) {
+	return file_range_proto_rawDescGZIP(), []int{25, 0}
+}
+
 // Span is a key span as the shard takes it (shard.Span).
 type Span struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1765,6 +1817,146 @@ func (x *CoveredResponse) GetApplied() map[uint64]int64 {
 	return nil
 }
 
+type ForwardRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Method ForwardRequest_Method  `protobuf:"varint,2,opt,name=method,proto3,enum=mosaic.range.ForwardRequest_Method" json:"method,omitempty"`
+	// The marshaled etcd request (etcdserverpb.PutRequest, ...).
+	Body []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// Time left of the client's deadline, in nanoseconds; 0: none.
+	TimeoutNs     int64 `protobuf:"varint,4,opt,name=timeout_ns,json=timeoutNs,proto3" json:"timeout_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRequest) Reset() {
+	*x = ForwardRequest{}
+	mi := &file_range_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRequest) ProtoMessage() {}
+
+func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_range_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
+func (*ForwardRequest) Descriptor() ([]byte, []int) {
+	return file_range_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ForwardRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardRequest) GetMethod() ForwardRequest_Method {
+	if x != nil {
+		return x.Method
+	}
+	return ForwardRequest_UNKNOWN
+}
+
+func (x *ForwardRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *ForwardRequest) GetTimeoutNs() int64 {
+	if x != nil {
+		return x.TimeoutNs
+	}
+	return 0
+}
+
+type ForwardReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The marshaled etcd response, if code is 0 (OK).
+	Body []byte `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// The gRPC status the leader answered with (etcd's errors are statuses).
+	Code          uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReply) Reset() {
+	*x = ForwardReply{}
+	mi := &file_range_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReply) ProtoMessage() {}
+
+func (x *ForwardReply) ProtoReflect() protoreflect.Message {
+	mi := &file_range_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReply.ProtoReflect.Descriptor instead.
+func (*ForwardReply) Descriptor() ([]byte, []int) {
+	return file_range_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ForwardReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_range_proto protoreflect.FileDescriptor
 
 const file_range_proto_rawDesc = "" +
@@ -1908,7 +2100,23 @@ const file_range_proto_rawDesc = "" +
 	"\aapplied\x18\x01 \x03(\v2*.mosaic.range.CoveredResponse.AppliedEntryR\aapplied\x1a:\n" +
 	"\fAppliedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x012\xab\x04\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xcb\x01\n" +
+	"\x0eForwardRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12;\n" +
+	"\x06method\x18\x02 \x01(\x0e2#.mosaic.range.ForwardRequest.MethodR\x06method\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\x12\x1d\n" +
+	"\n" +
+	"timeout_ns\x18\x04 \x01(\x03R\ttimeoutNs\"9\n" +
+	"\x06Method\x12\v\n" +
+	"\aUNKNOWN\x10\x00\x12\a\n" +
+	"\x03PUT\x10\x01\x12\x10\n" +
+	"\fDELETE_RANGE\x10\x02\x12\a\n" +
+	"\x03TXN\x10\x03\"`\n" +
+	"\fForwardReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage2\xab\x04\n" +
 	"\x06Ranges\x128\n" +
 	"\x03Txn\x12\x15.mosaic.range.TxnStep\x1a\x16.mosaic.range.TxnReply(\x010\x01\x12=\n" +
 	"\x04Read\x12\x19.mosaic.range.ReadRequest\x1a\x1a.mosaic.range.ReadResponse\x12F\n" +
@@ -1917,7 +2125,9 @@ const file_range_proto_rawDesc = "" +
 	"\aResolve\x12\x1c.mosaic.range.ResolveRequest\x1a\x1d.mosaic.range.ResolveResponse\x12@\n" +
 	"\x05Split\x12\x1a.mosaic.range.SplitRequest\x1a\x1b.mosaic.range.SplitResponse\x12F\n" +
 	"\aCovered\x12\x1c.mosaic.range.CoveredRequest\x1a\x1d.mosaic.range.CoveredResponse\x12@\n" +
-	"\x05Group\x12\x1a.mosaic.range.GroupRequest\x1a\x1b.mosaic.range.GroupResponseB3Z1github.com/mosaic-kv/mosaic/proto/rangepb;rangepbb\x06proto3"
+	"\x05Group\x12\x1a.mosaic.range.GroupRequest\x1a\x1b.mosaic.range.GroupResponse2T\n" +
+	"\tForwarder\x12G\n" +
+	"\aForward\x12\x1c.mosaic.range.ForwardRequest\x1a\x1a.mosaic.range.ForwardReply(\x010\x01B3Z1github.com/mosaic-kv/mosaic/proto/rangepb;rangepbb\x06proto3"
 
 var (
 	file_range_proto_rawDescOnce sync.Once
@@ -1931,82 +2141,88 @@ func file_range_proto_rawDescGZIP() []byte {
 	return file_range_proto_rawDescData
 }
 
-var file_range_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_range_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_range_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_range_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_range_proto_goTypes = []any{
-	(Error_Kind)(0),           // 0: mosaic.range.Error.Kind
-	(*Span)(nil),              // 1: mosaic.range.Span
-	(*Latch)(nil),             // 2: mosaic.range.Latch
-	(*ComparePart)(nil),       // 3: mosaic.range.ComparePart
-	(*LatchResult)(nil),       // 4: mosaic.range.LatchResult
-	(*TxnStep)(nil),           // 5: mosaic.range.TxnStep
-	(*Propose)(nil),           // 6: mosaic.range.Propose
-	(*OpResult)(nil),          // 7: mosaic.range.OpResult
-	(*TxnReply)(nil),          // 8: mosaic.range.TxnReply
-	(*Applied)(nil),           // 9: mosaic.range.Applied
-	(*Error)(nil),             // 10: mosaic.range.Error
-	(*ReadRequest)(nil),       // 11: mosaic.range.ReadRequest
-	(*ReadResponse)(nil),      // 12: mosaic.range.ReadResponse
-	(*ChangesRequest)(nil),    // 13: mosaic.range.ChangesRequest
-	(*Change)(nil),            // 14: mosaic.range.Change
-	(*ChangesResponse)(nil),   // 15: mosaic.range.ChangesResponse
-	(*LeaseKeysRequest)(nil),  // 16: mosaic.range.LeaseKeysRequest
-	(*LeaseKeysResponse)(nil), // 17: mosaic.range.LeaseKeysResponse
-	(*ResolveRequest)(nil),    // 18: mosaic.range.ResolveRequest
-	(*ResolveResponse)(nil),   // 19: mosaic.range.ResolveResponse
-	(*SplitRequest)(nil),      // 20: mosaic.range.SplitRequest
-	(*SplitResponse)(nil),     // 21: mosaic.range.SplitResponse
-	(*GroupRequest)(nil),      // 22: mosaic.range.GroupRequest
-	(*GroupResponse)(nil),     // 23: mosaic.range.GroupResponse
-	(*CoveredRequest)(nil),    // 24: mosaic.range.CoveredRequest
-	(*CoveredResponse)(nil),   // 25: mosaic.range.CoveredResponse
-	nil,                       // 26: mosaic.range.GroupResponse.MatchEntry
-	nil,                       // 27: mosaic.range.CoveredResponse.AppliedEntry
+	(Error_Kind)(0),            // 0: mosaic.range.Error.Kind
+	(ForwardRequest_Method)(0), // 1: mosaic.range.ForwardRequest.Method
+	(*Span)(nil),               // 2: mosaic.range.Span
+	(*Latch)(nil),              // 3: mosaic.range.Latch
+	(*ComparePart)(nil),        // 4: mosaic.range.ComparePart
+	(*LatchResult)(nil),        // 5: mosaic.range.LatchResult
+	(*TxnStep)(nil),            // 6: mosaic.range.TxnStep
+	(*Propose)(nil),            // 7: mosaic.range.Propose
+	(*OpResult)(nil),           // 8: mosaic.range.OpResult
+	(*TxnReply)(nil),           // 9: mosaic.range.TxnReply
+	(*Applied)(nil),            // 10: mosaic.range.Applied
+	(*Error)(nil),              // 11: mosaic.range.Error
+	(*ReadRequest)(nil),        // 12: mosaic.range.ReadRequest
+	(*ReadResponse)(nil),       // 13: mosaic.range.ReadResponse
+	(*ChangesRequest)(nil),     // 14: mosaic.range.ChangesRequest
+	(*Change)(nil),             // 15: mosaic.range.Change
+	(*ChangesResponse)(nil),    // 16: mosaic.range.ChangesResponse
+	(*LeaseKeysRequest)(nil),   // 17: mosaic.range.LeaseKeysRequest
+	(*LeaseKeysResponse)(nil),  // 18: mosaic.range.LeaseKeysResponse
+	(*ResolveRequest)(nil),     // 19: mosaic.range.ResolveRequest
+	(*ResolveResponse)(nil),    // 20: mosaic.range.ResolveResponse
+	(*SplitRequest)(nil),       // 21: mosaic.range.SplitRequest
+	(*SplitResponse)(nil),      // 22: mosaic.range.SplitResponse
+	(*GroupRequest)(nil),       // 23: mosaic.range.GroupRequest
+	(*GroupResponse)(nil),      // 24: mosaic.range.GroupResponse
+	(*CoveredRequest)(nil),     // 25: mosaic.range.CoveredRequest
+	(*CoveredResponse)(nil),    // 26: mosaic.range.CoveredResponse
+	(*ForwardRequest)(nil),     // 27: mosaic.range.ForwardRequest
+	(*ForwardReply)(nil),       // 28: mosaic.range.ForwardReply
+	nil,                        // 29: mosaic.range.GroupResponse.MatchEntry
+	nil,                        // 30: mosaic.range.CoveredResponse.AppliedEntry
 }
 var file_range_proto_depIdxs = []int32{
-	1,  // 0: mosaic.range.Latch.reads:type_name -> mosaic.range.Span
-	1,  // 1: mosaic.range.Latch.writes:type_name -> mosaic.range.Span
-	1,  // 2: mosaic.range.Latch.deletes:type_name -> mosaic.range.Span
-	3,  // 3: mosaic.range.LatchResult.compares:type_name -> mosaic.range.ComparePart
-	2,  // 4: mosaic.range.TxnStep.latch:type_name -> mosaic.range.Latch
-	6,  // 5: mosaic.range.TxnStep.propose:type_name -> mosaic.range.Propose
-	4,  // 6: mosaic.range.TxnReply.latched:type_name -> mosaic.range.LatchResult
-	9,  // 7: mosaic.range.TxnReply.applied:type_name -> mosaic.range.Applied
-	10, // 8: mosaic.range.TxnReply.error:type_name -> mosaic.range.Error
-	7,  // 9: mosaic.range.Applied.results:type_name -> mosaic.range.OpResult
+	2,  // 0: mosaic.range.Latch.reads:type_name -> mosaic.range.Span
+	2,  // 1: mosaic.range.Latch.writes:type_name -> mosaic.range.Span
+	2,  // 2: mosaic.range.Latch.deletes:type_name -> mosaic.range.Span
+	4,  // 3: mosaic.range.LatchResult.compares:type_name -> mosaic.range.ComparePart
+	3,  // 4: mosaic.range.TxnStep.latch:type_name -> mosaic.range.Latch
+	7,  // 5: mosaic.range.TxnStep.propose:type_name -> mosaic.range.Propose
+	5,  // 6: mosaic.range.TxnReply.latched:type_name -> mosaic.range.LatchResult
+	10, // 7: mosaic.range.TxnReply.applied:type_name -> mosaic.range.Applied
+	11, // 8: mosaic.range.TxnReply.error:type_name -> mosaic.range.Error
+	8,  // 9: mosaic.range.Applied.results:type_name -> mosaic.range.OpResult
 	0,  // 10: mosaic.range.Error.kind:type_name -> mosaic.range.Error.Kind
-	1,  // 11: mosaic.range.ReadRequest.span:type_name -> mosaic.range.Span
-	10, // 12: mosaic.range.ReadResponse.error:type_name -> mosaic.range.Error
-	1,  // 13: mosaic.range.ChangesRequest.span:type_name -> mosaic.range.Span
-	14, // 14: mosaic.range.ChangesResponse.changes:type_name -> mosaic.range.Change
-	10, // 15: mosaic.range.ChangesResponse.error:type_name -> mosaic.range.Error
-	10, // 16: mosaic.range.LeaseKeysResponse.error:type_name -> mosaic.range.Error
-	10, // 17: mosaic.range.ResolveResponse.error:type_name -> mosaic.range.Error
-	10, // 18: mosaic.range.SplitResponse.error:type_name -> mosaic.range.Error
-	10, // 19: mosaic.range.GroupResponse.error:type_name -> mosaic.range.Error
-	26, // 20: mosaic.range.GroupResponse.match:type_name -> mosaic.range.GroupResponse.MatchEntry
-	27, // 21: mosaic.range.CoveredResponse.applied:type_name -> mosaic.range.CoveredResponse.AppliedEntry
-	5,  // 22: mosaic.range.Ranges.Txn:input_type -> mosaic.range.TxnStep
-	11, // 23: mosaic.range.Ranges.Read:input_type -> mosaic.range.ReadRequest
-	13, // 24: mosaic.range.Ranges.Changes:input_type -> mosaic.range.ChangesRequest
-	16, // 25: mosaic.range.Ranges.LeaseKeys:input_type -> mosaic.range.LeaseKeysRequest
-	18, // 26: mosaic.range.Ranges.Resolve:input_type -> mosaic.range.ResolveRequest
-	20, // 27: mosaic.range.Ranges.Split:input_type -> mosaic.range.SplitRequest
-	24, // 28: mosaic.range.Ranges.Covered:input_type -> mosaic.range.CoveredRequest
-	22, // 29: mosaic.range.Ranges.Group:input_type -> mosaic.range.GroupRequest
-	8,  // 30: mosaic.range.Ranges.Txn:output_type -> mosaic.range.TxnReply
-	12, // 31: mosaic.range.Ranges.Read:output_type -> mosaic.range.ReadResponse
-	15, // 32: mosaic.range.Ranges.Changes:output_type -> mosaic.range.ChangesResponse
-	17, // 33: mosaic.range.Ranges.LeaseKeys:output_type -> mosaic.range.LeaseKeysResponse
-	19, // 34: mosaic.range.Ranges.Resolve:output_type -> mosaic.range.ResolveResponse
-	21, // 35: mosaic.range.Ranges.Split:output_type -> mosaic.range.SplitResponse
-	25, // 36: mosaic.range.Ranges.Covered:output_type -> mosaic.range.CoveredResponse
-	23, // 37: mosaic.range.Ranges.Group:output_type -> mosaic.range.GroupResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	2,  // 11: mosaic.range.ReadRequest.span:type_name -> mosaic.range.Span
+	11, // 12: mosaic.range.ReadResponse.error:type_name -> mosaic.range.Error
+	2,  // 13: mosaic.range.ChangesRequest.span:type_name -> mosaic.range.Span
+	15, // 14: mosaic.range.ChangesResponse.changes:type_name -> mosaic.range.Change
+	11, // 15: mosaic.range.ChangesResponse.error:type_name -> mosaic.range.Error
+	11, // 16: mosaic.range.LeaseKeysResponse.error:type_name -> mosaic.range.Error
+	11, // 17: mosaic.range.ResolveResponse.error:type_name -> mosaic.range.Error
+	11, // 18: mosaic.range.SplitResponse.error:type_name -> mosaic.range.Error
+	11, // 19: mosaic.range.GroupResponse.error:type_name -> mosaic.range.Error
+	29, // 20: mosaic.range.GroupResponse.match:type_name -> mosaic.range.GroupResponse.MatchEntry
+	30, // 21: mosaic.range.CoveredResponse.applied:type_name -> mosaic.range.CoveredResponse.AppliedEntry
+	1,  // 22: mosaic.range.ForwardRequest.method:type_name -> mosaic.range.ForwardRequest.Method
+	6,  // 23: mosaic.range.Ranges.Txn:input_type -> mosaic.range.TxnStep
+	12, // 24: mosaic.range.Ranges.Read:input_type -> mosaic.range.ReadRequest
+	14, // 25: mosaic.range.Ranges.Changes:input_type -> mosaic.range.ChangesRequest
+	17, // 26: mosaic.range.Ranges.LeaseKeys:input_type -> mosaic.range.LeaseKeysRequest
+	19, // 27: mosaic.range.Ranges.Resolve:input_type -> mosaic.range.ResolveRequest
+	21, // 28: mosaic.range.Ranges.Split:input_type -> mosaic.range.SplitRequest
+	25, // 29: mosaic.range.Ranges.Covered:input_type -> mosaic.range.CoveredRequest
+	23, // 30: mosaic.range.Ranges.Group:input_type -> mosaic.range.GroupRequest
+	27, // 31: mosaic.range.Forwarder.Forward:input_type -> mosaic.range.ForwardRequest
+	9,  // 32: mosaic.range.Ranges.Txn:output_type -> mosaic.range.TxnReply
+	13, // 33: mosaic.range.Ranges.Read:output_type -> mosaic.range.ReadResponse
+	16, // 34: mosaic.range.Ranges.Changes:output_type -> mosaic.range.ChangesResponse
+	18, // 35: mosaic.range.Ranges.LeaseKeys:output_type -> mosaic.range.LeaseKeysResponse
+	20, // 36: mosaic.range.Ranges.Resolve:output_type -> mosaic.range.ResolveResponse
+	22, // 37: mosaic.range.Ranges.Split:output_type -> mosaic.range.SplitResponse
+	26, // 38: mosaic.range.Ranges.Covered:output_type -> mosaic.range.CoveredResponse
+	24, // 39: mosaic.range.Ranges.Group:output_type -> mosaic.range.GroupResponse
+	28, // 40: mosaic.range.Forwarder.Forward:output_type -> mosaic.range.ForwardReply
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_range_proto_init() }
@@ -2034,10 +2250,10 @@ func file_range_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_range_proto_rawDesc), len(file_range_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   27,
+			NumEnums:      2,
+			NumMessages:   29,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_range_proto_goTypes,
 		DependencyIndexes: file_range_proto_depIdxs,

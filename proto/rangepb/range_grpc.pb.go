@@ -420,3 +420,107 @@ var Ranges_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "range.proto",
 }
+
+const (
+	Forwarder_Forward_FullMethodName = "/mosaic.range.Forwarder/Forward"
+)
+
+// ForwarderClient is the client API for Forwarder service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Forwarder carries the writes a member passes on to the oracle's leader
+// (router/forwardstream.go): one stream per pair of members, many requests
+// in flight on it, each answered by id, in any order.
+type ForwarderClient interface {
+	Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardRequest, ForwardReply], error)
+}
+
+type forwarderClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewForwarderClient(cc grpc.ClientConnInterface) ForwarderClient {
+	return &forwarderClient{cc}
+}
+
+func (c *forwarderClient) Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardRequest, ForwardReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Forwarder_ServiceDesc.Streams[0], Forwarder_Forward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardRequest, ForwardReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forwarder_ForwardClient = grpc.BidiStreamingClient[ForwardRequest, ForwardReply]
+
+// ForwarderServer is the server API for Forwarder service.
+// All implementations must embed UnimplementedForwarderServer
+// for forward compatibility.
+//
+// Forwarder carries the writes a member passes on to the oracle's leader
+// (router/forwardstream.go): one stream per pair of members, many requests
+// in flight on it, each answered by id, in any order.
+type ForwarderServer interface {
+	Forward(grpc.BidiStreamingServer[ForwardRequest, ForwardReply]) error
+	mustEmbedUnimplementedForwarderServer()
+}
+
+// UnimplementedForwarderServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedForwarderServer struct{}
+
+func (UnimplementedForwarderServer) Forward(grpc.BidiStreamingServer[ForwardRequest, ForwardReply]) error {
+	return status.Error(codes.Unimplemented, "method Forward not implemented")
+}
+func (UnimplementedForwarderServer) mustEmbedUnimplementedForwarderServer() {}
+func (UnimplementedForwarderServer) testEmbeddedByValue()                   {}
+
+// UnsafeForwarderServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ForwarderServer will
+// result in compilation errors.
+type UnsafeForwarderServer interface {
+	mustEmbedUnimplementedForwarderServer()
+}
+
+func RegisterForwarderServer(s grpc.ServiceRegistrar, srv ForwarderServer) {
+	// If the following call panics, it indicates UnimplementedForwarderServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Forwarder_ServiceDesc, srv)
+}
+
+func _Forwarder_Forward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ForwarderServer).Forward(&grpc.GenericServerStream[ForwardRequest, ForwardReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forwarder_ForwardServer = grpc.BidiStreamingServer[ForwardRequest, ForwardReply]
+
+// Forwarder_ServiceDesc is the grpc.ServiceDesc for Forwarder service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Forwarder_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "mosaic.range.Forwarder",
+	HandlerType: (*ForwarderServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Forward",
+			Handler:       _Forwarder_Forward_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "range.proto",
+}
