@@ -203,6 +203,35 @@ func forwardWrite[T proto.Message](r *Router, ctx context.Context, conn *grpc.Cl
 type forwardServer struct {
 	rangepb.UnimplementedForwarderServer
 	kv *kvServer
+
+	startWorkers sync.Once
+	work         chan func()
+}
+
+// forwardWorkers run forwarded requests. They are kept, as the gRPC
+// server's stream workers are (NumStreamWorkers): a fresh goroutine per
+// request grew its stack down the write path every time (runtime.newstack
+// took a tenth of the write path's CPU on the primary). They live as long
+// as the process, as the peer listener does.
+const forwardWorkers = 128
+
+// run runs fn on a kept worker, or on a goroutine of its own if all are busy.
+func (f *forwardServer) run(fn func()) {
+	f.startWorkers.Do(func() {
+		f.work = make(chan func())
+		for range forwardWorkers {
+			go func() {
+				for fn := range f.work {
+					fn()
+				}
+			}()
+		}
+	})
+	select {
+	case f.work <- fn:
+	default:
+		go fn()
+	}
 }
 
 func (f *forwardServer) Forward(stream rangepb.Forwarder_ForwardServer) error {
@@ -219,13 +248,13 @@ func (f *forwardServer) Forward(stream rangepb.Forwarder_ForwardServer) error {
 			return err
 		}
 		running.Add(1)
-		go func() {
+		f.run(func() {
 			defer running.Done()
 			rep := f.serve(base, req)
 			sendMu.Lock()
 			defer sendMu.Unlock()
 			_ = stream.Send(rep) // a broken stream ends Recv too
-		}()
+		})
 	}
 }
 
