@@ -55,16 +55,21 @@ type fwdStream struct {
 	err     error // once set, the stream is dead and every caller gets it
 }
 
-// get returns the live stream on conn, opening one if there is none.
+// get returns the live stream on conn, opening one if there is none. The
+// stream is opened outside the lock: opening waits for the connection,
+// which must not hold up streams to other members.
 func (f *fwdStreams) get(conn *grpc.ClientConn) (*fwdStream, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return nil, status.Error(codes.Unavailable, "router closed")
 	}
 	if s := f.streams[conn]; s != nil && s.alive() {
+		f.mu.Unlock()
 		return s, nil
 	}
+	f.mu.Unlock()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := rangepb.NewForwarderClient(conn).Forward(ctx)
 	if err != nil {
@@ -72,6 +77,17 @@ func (f *fwdStreams) get(conn *grpc.ClientConn) (*fwdStream, error) {
 		return nil, err // not sent: the caller may try again
 	}
 	s := &fwdStream{stream: st, cancel: cancel, pending: map[uint64]chan *rangepb.ForwardReply{}}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if other := f.streams[conn]; other != nil && other.alive() {
+		cancel() // another caller opened one meanwhile
+		return other, nil
+	}
+	if f.closed {
+		cancel()
+		return nil, status.Error(codes.Unavailable, "router closed")
+	}
 	if f.streams == nil {
 		f.streams = map[*grpc.ClientConn]*fwdStream{}
 	}
