@@ -439,6 +439,10 @@ func (g *RaftGroup) ChangeConf(cc *raftpb.ConfChangeV2, done chan error) {
 	g.confWaiters[string(cc.Context)] = done
 }
 
+// ProposeConf proposes a configuration change no one waits for (Raft
+// drops it if another is pending; the caller proposes it again later).
+func (g *RaftGroup) ProposeConf(cc *raftpb.ConfChangeV2) error { return g.rn.ProposeConfChange(cc) }
+
 // FailConfChanges answers err to every conf change still waiting (the
 // replica lost the lead: they may never apply).
 func (g *RaftGroup) FailConfChanges(err error) {

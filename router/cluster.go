@@ -255,7 +255,7 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 	// Both sides live on the left side's replicas: a member the table does
 	// not list for them starts nothing (a replica of the left side still
 	// running here is on its way out, and may never apply the split).
-	held := n.holds(res.Right)
+	held := n.runs(res.Right)
 	if n.cluster && started && held {
 		n.pendingSplit[res.Right.Id] = true
 	}
@@ -507,7 +507,7 @@ func (n *Node) reconcile() {
 			}
 			continue
 		}
-		if !n.holds(d) {
+		if !n.runs(d) {
 			continue
 		}
 		if _, err := n.startShard(d); err != nil {

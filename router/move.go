@@ -26,7 +26,9 @@ import (
 //  3. the table records to in from's place (so from's replica no longer
 //     asks for the lead);
 //  4. from hands over the lead if it has it, then leaves the group; its
-//     member stops the replica (collectReplicas).
+//     member stops the replica (collectReplicas). With local reads
+//     (placement.go) from is demoted to a learner instead, and its member
+//     keeps the replica.
 //
 // A move that fails before the table records it takes the new replica
 // back out of the group; one that fails later leaves the old replica in
@@ -122,7 +124,7 @@ func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 func (n *Node) takeBackOut(d *raftcmdpb.RangeDesc, to uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*groupOpWait)
 	defer cancel()
-	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeRemoveNode, to); err != nil {
+	if err := n.confChangeRange(ctx, d, n.leaveChange(to), to); err != nil {
 		n.lg.Warn("taking a new replica back out after a failed move failed", zap.Uint64("range", d.Id), zap.Uint64("member", to), zap.Error(err))
 	}
 }
@@ -180,10 +182,21 @@ func (n *Node) dropReplica(ctx context.Context, d *raftcmdpb.RangeDesc, from uin
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if err := n.confChangeRange(ctx, d, raftpb.ConfChangeRemoveNode, from); err != nil {
+	if err := n.confChangeRange(ctx, d, n.leaveChange(from), from); err != nil {
 		return fmt.Errorf("removing member %x from range %d: %w", from, d.Id, err)
 	}
 	return nil
+}
+
+// leaveChange is how member id's replica leaves a range's voters: with
+// local reads, while id is a member of the cluster, it stays on as a
+// learner (Raft demotes a voter added as a learner); else it leaves the
+// group.
+func (n *Node) leaveChange(id uint64) raftpb.ConfChangeType {
+	if n.cfg.NoLocalReads || findMember(n.oracle.View().Members, id) == nil {
+		return raftpb.ConfChangeRemoveNode
+	}
+	return raftpb.ConfChangeAddLearnerNode
 }
 
 // rangeLeadNow asks range d's group who leads it (following hints), 0 if

@@ -55,6 +55,12 @@ type NodeConfig struct {
 	// ReplicationFactor: in a cluster, how many members hold each range
 	// (default 3; every voting member when there are fewer).
 	ReplicationFactor int
+	// NoLocalReads: in a cluster with more members than the replication
+	// factor, a member holds only the ranges it is a replica of, and a
+	// serializable read of another range asks a member that holds it.
+	// Without it every member holds a learner of each range it is not a
+	// replica of (see placement.go), so serializable reads never leave it.
+	NoLocalReads bool
 	// CatchUpEntries: in a cluster, a truncated range log keeps this many
 	// entries below its applied index (default 1000), so that a replica a
 	// little behind catches up without a snapshot.
@@ -247,7 +253,7 @@ func OpenNode(ctx context.Context, c NodeConfig) (*Node, error) {
 	}
 	n.markKnown(n.oracle.View().Ranges...)
 	for _, d := range n.oracle.View().Ranges {
-		if !n.holds(d) {
+		if !n.runs(d) {
 			continue
 		}
 		if _, err := n.startShard(d); err != nil {
@@ -362,6 +368,7 @@ func (n *Node) startShard(d *raftcmdpb.RangeDesc) (*shard.Shard, error) {
 		Live:           n.peerLive,
 		TableDesc:      func() *raftcmdpb.RangeDesc { return n.oracle.View().RangeByID(d.Id) },
 		TableLastRev:   func() int64 { return n.oracle.View().LastRev[d.Id] },
+		Learners:       func() []uint64 { return n.readLearners(d.Id) },
 		Cluster:        n.cluster,
 		Join:           join,
 		SnapDir:        filepath.Join(n.cfg.DataDir, "snap"),

@@ -27,6 +27,19 @@ import (
 // the table lists it (see moveReplica). A replica that neither the table
 // nor its group lists any more is stopped (collectReplicas).
 //
+// Local reads (the default; NodeConfig.NoLocalReads turns them off): every
+// member that the table does not list as a replica of a range still runs
+// one, as a Raft learner of the range's group. It votes in nothing and
+// counts for no commit, but it applies the range's log, so that a
+// serializable read of any range is served by the member it reaches (as
+// etcd's are), and a linearizable one reads there once it has applied far
+// enough. The range's leader adds each such member to its group as a
+// learner (shard.Config.Learners), and takes out the learners of members
+// that left the cluster; a move demotes the replica it takes off a member
+// to a learner instead of removing it. Writes still go to each range's
+// replicas' quorum only, so the learners cost the leader bandwidth, not
+// latency.
+//
 // A range's lead belongs on the primary (the oracle's leader, which runs
 // the writes) when it holds a replica, and otherwise on the range's first
 // replica: writes then reach a remote leader over the range service
@@ -60,10 +73,45 @@ func (n *Node) holds(d *raftcmdpb.RangeDesc) bool {
 	return slices.Contains(d.Replicas, n.nodeID)
 }
 
+// runs reports whether this member runs a replica of range d: the table
+// lists it (holds), or it holds a learner of d (local reads).
+func (n *Node) runs(d *raftcmdpb.RangeDesc) bool { return n.holds(d) || n.learnerOf(d) }
+
+// learnerOf reports whether this member holds a learner of range d: local
+// reads are on, the table lists d's replicas and not this member, and this
+// member is one of the cluster's.
+func (n *Node) learnerOf(d *raftcmdpb.RangeDesc) bool {
+	if !n.cluster || n.cfg.NoLocalReads || len(d.Replicas) == 0 || slices.Contains(d.Replicas, n.nodeID) {
+		return false
+	}
+	return findMember(n.oracle.View().Members, n.nodeID) != nil
+}
+
+// readLearners lists the members that should hold a learner of range id
+// (nil without local reads): every member of the cluster the table does
+// not list as one of the range's replicas.
+func (n *Node) readLearners(id uint64) []uint64 {
+	if !n.cluster || n.cfg.NoLocalReads {
+		return nil
+	}
+	v := n.oracle.View()
+	d := v.RangeByID(id)
+	if d == nil || len(d.Replicas) == 0 {
+		return nil
+	}
+	out := make([]uint64, 0, len(v.Members))
+	for _, m := range v.Members {
+		if !slices.Contains(d.Replicas, m.Id) {
+			out = append(out, m.Id)
+		}
+	}
+	return out
+}
+
 // remote reports whether range d is served only by other members: a
-// cluster's range the table does not list this member for (a replica of it
-// still running here is on its way out, or not yet in).
-func (n *Node) remote(d *raftcmdpb.RangeDesc) bool { return n.cluster && !n.holds(d) }
+// cluster's range this member runs no replica of (a replica of it still
+// running here is on its way out, or not yet in).
+func (n *Node) remote(d *raftcmdpb.RangeDesc) bool { return n.cluster && !n.runs(d) }
 
 // preferLead reports whether this member's replica of range id should ask
 // for the range's lead.
@@ -183,7 +231,7 @@ func (n *Node) syncReplicas() {
 		return // OpenNode starts them
 	}
 	for _, d := range n.oracle.View().Ranges {
-		if n.shard(d.Id) != nil || !n.holds(d) {
+		if n.shard(d.Id) != nil || !n.runs(d) {
 			continue
 		}
 		if n.splitPending(d.Id) || !n.isKnown(d.Id) {
@@ -209,7 +257,7 @@ func (n *Node) splitPending(id uint64) bool {
 func (n *Node) adopt(group uint64) {
 	v := n.oracle.View()
 	d := v.RangeByID(group)
-	if d == nil || !n.started.Load() || n.holds(d) || n.splitPending(group) || !n.isKnown(group) {
+	if d == nil || !n.started.Load() || n.runs(d) || n.splitPending(group) || !n.isKnown(group) {
 		return
 	}
 	go func() {
@@ -233,7 +281,7 @@ func (n *Node) collectReplicas() {
 	v := n.oracle.View()
 	for _, s := range n.allShards() {
 		d := v.RangeByID(s.ID())
-		if d == nil || n.holds(d) || time.Since(n.startedAt(s.ID())) < gcGrace {
+		if d == nil || n.runs(d) || time.Since(n.startedAt(s.ID())) < gcGrace {
 			continue
 		}
 		if s.InGroup(n.nodeID) && (s.Leader() || !n.outOfGroup(d)) {

@@ -85,6 +85,10 @@ type Config struct {
 	// oracle replica has assigned to the range: a replica that stays below
 	// it says so in the log (see behind.go).
 	TableLastRev func() int64
+	// Learners, if set, lists the members that should hold a learner of
+	// the range (nil: none is wanted): the leader adds them to the group
+	// and takes out learners it no longer lists (see learners.go).
+	Learners func() []uint64
 }
 
 // Shard is the handle to a shard actor, safe for concurrent use.
@@ -483,6 +487,8 @@ type shardActor struct {
 	idleTicks int  // consecutive ticks the leader found the range idle
 
 	behind behindWatch
+	// lastLearnerChange is when the leader last proposed a learner change.
+	lastLearnerChange time.Time
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {
@@ -1444,6 +1450,7 @@ const staleIntent = 10 * time.Second
 const drainingStaleIntent = time.Second
 
 func (a *shardActor) onTick() {
+	a.syncLearners(time.Now())
 	a.checkBehind(time.Now())
 	a.checkFollowers(time.Now())
 	if a.quiesced && a.group.IsLeader() && !a.idle() {

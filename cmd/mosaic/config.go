@@ -77,6 +77,10 @@ type config struct {
 	InitialClusterToken string
 	// ReplicationFactor is how many members hold each range (--replication-factor, Mosaic's own).
 	ReplicationFactor int
+	// LocalReads: every member holds every range, as a learner where it is not one of the
+	// range's replicas, so that serializable reads never leave the member (--local-reads,
+	// Mosaic's own).
+	LocalReads bool
 
 	// MaxRequestBytes is the largest client request accepted (--max-request-bytes).
 	MaxRequestBytes uint
@@ -200,6 +204,7 @@ func defaultConfig() *config {
 		InitialClusterState:         clusterStateNew,
 		InitialClusterToken:         "etcd-cluster",
 		ReplicationFactor:           3,
+		LocalReads:                  true,
 		MaxRequestBytes:             3 * 512 * 1024, // 1.5 MiB
 		MaxTxnOps:                   128,
 		MaxConcurrentStreams:        math.MaxUint32,
@@ -275,6 +280,7 @@ func (c *config) register(b *flagBuilder, printVersion *bool) {
 		"'new' to bootstrap a cluster, 'existing' to join one. Ignored once the node has data.")
 	addVar(b, &c.InitialClusterToken, "initial-cluster-token", "etcd-cluster", "Token that keeps clusters sharing peers apart.")
 	addVar(b, &c.ReplicationFactor, "replication-factor", 3, "Mosaic: how many members hold each range (every voting member when there are fewer).")
+	addVar(b, &c.LocalReads, "local-reads", true, "Mosaic: every member also holds a Raft learner of each range it is not a replica of, so serializable reads never leave the member (false: such reads ask a member that holds the range, and each write reaches only the range's replicas).")
 	b.urls(&c.AdvertiseClientURLs, "advertise-client-urls", "This node's client URLs, as clients reach them.")
 	addVar(b, &s.discoveryEndpoints, "discovery-endpoints", "", "Discovery service gRPC endpoints.").noEffect()
 	addVar(b, nil, "discovery-token", "", "Discovery token of the cluster to bootstrap.")

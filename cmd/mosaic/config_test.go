@@ -79,6 +79,7 @@ func TestDefaults(t *testing.T) {
 		InitialClusterState:         "new",
 		InitialClusterToken:         "etcd-cluster",
 		ReplicationFactor:           3,
+		LocalReads:                  true,
 		MaxRequestBytes:             1572864,
 		MaxTxnOps:                   128,
 		MaxConcurrentStreams:        1<<32 - 1,

@@ -142,7 +142,8 @@ func serve(cfg *config, lg *zap.Logger) error {
 	node, err := router.OpenNode(ctx, router.NodeConfig{Name: cfg.Name, DataDir: cfg.DataDir, Logger: lg,
 		ClusterID: clusterID, MemberID: memberID, UnsafeNoFsync: cfg.UnsafeNoFsync,
 		Members: initial, Token: cfg.InitialClusterToken, TickInterval: cfg.HeartbeatInterval, Join: join,
-		CheckpointInterval: ckpt, CatchUpEntries: catchUp, ReplicationFactor: cfg.ReplicationFactor})
+		CheckpointInterval: ckpt, CatchUpEntries: catchUp, ReplicationFactor: cfg.ReplicationFactor,
+		NoLocalReads: !cfg.LocalReads})
 	cancel()
 	slow.Stop()
 	if err != nil {

@@ -229,7 +229,6 @@ func (p *Process) closeClient() {
 	}
 }
 
-// Kill sends SIGKILL and waits for the process to exit.
 // quit makes a running process dump its goroutines and exit (Go's SIGQUIT), and waits up to
 // 5s for it.
 func (p *Process) quit() {
@@ -244,6 +243,7 @@ func (p *Process) quit() {
 	}
 }
 
+// Kill sends SIGKILL and waits for the process to exit.
 func (p *Process) Kill() {
 	p.t.Helper()
 	p.closeClient()
@@ -256,6 +256,32 @@ func (p *Process) Kill() {
 	}
 	<-exited
 	p.log.note(fmt.Sprintf("----- %s killed (SIGKILL)\n", p.name))
+}
+
+// Pause stops the running process where it is (SIGSTOP): it holds its connections and
+// its data but answers nothing, as a member cut off from every other would, until Resume.
+func (p *Process) Pause() {
+	p.t.Helper()
+	p.signal("Pause", syscall.SIGSTOP)
+	p.log.note(fmt.Sprintf("----- %s paused (SIGSTOP)\n", p.name))
+}
+
+// Resume lets a paused process run again (SIGCONT).
+func (p *Process) Resume() {
+	p.t.Helper()
+	p.signal("Resume", syscall.SIGCONT)
+	p.log.note(fmt.Sprintf("----- %s resumed (SIGCONT)\n", p.name))
+}
+
+func (p *Process) signal(what string, sig syscall.Signal) {
+	p.t.Helper()
+	cmd, _ := p.running()
+	if cmd == nil {
+		p.t.Fatalf("%s: %s is not running", what, p.name)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("%s %s: %v", what, p.name, err)
+	}
 }
 
 // Stop sends SIGTERM and waits for the process to exit. It fails the test if the process
