@@ -83,6 +83,7 @@ func (n *Node) fillRangeStats(ctx context.Context, holder uint64, infos []*admin
 		if r := byID[info.Id]; r != nil && r.AppliedIndex > 0 {
 			info.Keys, info.SizeBytes = r.Keys, r.SizeBytes
 			info.AppliedIndex, info.AppliedRevision = r.AppliedIndex, r.AppliedRevision
+			info.Learners = r.Learners
 			if r.Leader != 0 {
 				info.Leader = r.Leader
 			}
@@ -283,6 +284,7 @@ func (n *Node) rangeInfo(d *raftcmdpb.RangeDesc, stats bool) (*adminpb.RangeInfo
 		info.AppliedRevision = s.AppliedRev()
 		info.Leader = n.leaderOf(s)
 		info.Quiescent = s.Quiesced()
+		info.Learners = s.Learners()
 	} else {
 		info.Leader = n.rangeLead(d)
 	}

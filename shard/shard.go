@@ -348,6 +348,21 @@ func (s *Shard) Voters() []uint64 {
 	return nil
 }
 
+// Learners are the group's learners (as of the last message handled).
+func (s *Shard) Learners() []uint64 {
+	m, v := s.members.Load(), s.voters.Load()
+	if m == nil || v == nil {
+		return nil
+	}
+	var out []uint64
+	for _, id := range *m {
+		if !slices.Contains(*v, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // InGroup reports whether member id is a voter or a learner of the group
 // (as of the last message handled).
 func (s *Shard) InGroup(id uint64) bool {
@@ -487,8 +502,10 @@ type shardActor struct {
 	idleTicks int  // consecutive ticks the leader found the range idle
 
 	behind behindWatch
-	// lastLearnerChange is when the leader last proposed a learner change.
+	// lastLearnerChange is when the leader last proposed a learner change;
+	// unwanted, since when each learner has not been wanted (learners.go).
 	lastLearnerChange time.Time
+	unwanted          map[uint64]time.Time
 }
 
 func (a *shardActor) Receive(ctx actor.Context) {

@@ -106,6 +106,9 @@ func TestClusterLocalReads(t *testing.T) {
 				return err
 			}
 			for _, r := range rs.Ranges {
+				if !slices.Contains(r.Replicas, readerID) && !slices.Contains(r.Learners, readerID) {
+					return fmt.Errorf("range %d: the reader is neither a replica (%x) nor a learner (%x)", r.Id, r.Replicas, r.Learners)
+				}
 				if r.AppliedRevision < top[r.Id] {
 					return fmt.Errorf("range %d applied to %d on the reader, %d elsewhere", r.Id, r.AppliedRevision, top[r.Id])
 				}

@@ -189,6 +189,17 @@ func TestMembershipWithEtcdctl(t *testing.T) {
 			}
 			return nil
 		})
+		// Local reads: the member held a learner of each range it was not a replica of
+		// (and its moved replicas stayed on as learners); once it is removed, the ranges'
+		// leaders take those out. Three members are left, each a replica of every range.
+		waitFor(t, 40*time.Second, "the removed member's learners taken out", func() error {
+			for _, r := range listRanges(ctx, t, admin) {
+				if len(r.Learners) > 0 {
+					return fmt.Errorf("range %d after removing %x: learners %x", r.Id, st.Header.MemberId, r.Learners)
+				}
+			}
+			return nil
+		})
 	}
 	waitFor(t, 20*time.Second, "removed leader stops", func() error {
 		if exited, _ := leader.Exited(); !exited {

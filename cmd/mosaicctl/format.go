@@ -58,16 +58,21 @@ func nodeID(id uint64) string {
 
 func writeTable(w io.Writer, ranges []*adminpb.RangeInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTART\tEND\tKEYS\tSIZE\tAPPLIED-INDEX\tLEADER\tREPLICAS")
+	fmt.Fprintln(tw, "ID\tSTART\tEND\tKEYS\tSIZE\tAPPLIED-INDEX\tLEADER\tREPLICAS\tLEARNERS")
 	for _, r := range ranges {
-		reps := make([]string, len(r.GetReplicas()))
-		for i, id := range r.GetReplicas() {
-			reps[i] = nodeID(id)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.GetId(), displayKey(r.GetStart()), displayKey(r.GetEnd()),
-			r.GetKeys(), humanBytes(r.GetSizeBytes()), r.GetAppliedIndex(), nodeID(r.GetLeader()), strings.Join(reps, ","))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.GetId(), displayKey(r.GetStart()), displayKey(r.GetEnd()),
+			r.GetKeys(), humanBytes(r.GetSizeBytes()), r.GetAppliedIndex(), nodeID(r.GetLeader()), nodeIDs(r.GetReplicas()), nodeIDs(r.GetLearners()))
 	}
 	return tw.Flush()
+}
+
+// nodeIDs is a comma-separated list of node ids.
+func nodeIDs(ids []uint64) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = nodeID(id)
+	}
+	return strings.Join(out, ",")
 }
 
 // nodeJSON is the JSON form of a node.
@@ -123,6 +128,8 @@ type rangeJSON struct {
 	AppliedRevision int64    `json:"applied_revision"`
 	Leader          uint64   `json:"leader"`
 	Replicas        []uint64 `json:"replicas"`
+	// Learners: members holding a learner of the range (local reads).
+	Learners []uint64 `json:"learners"`
 	// Quiescent: the answering node's replica is idle and stopped ticking.
 	Quiescent bool `json:"quiescent"`
 }
@@ -138,10 +145,13 @@ func toJSON(r *adminpb.RangeInfo) rangeJSON {
 	j := rangeJSON{
 		ID: r.GetId(), Keys: r.GetKeys(), SizeBytes: r.GetSizeBytes(), AppliedIndex: r.GetAppliedIndex(),
 		AppliedRevision: r.GetAppliedRevision(), Leader: r.GetLeader(), Replicas: r.GetReplicas(),
-		Quiescent: r.GetQuiescent(),
+		Learners: r.GetLearners(), Quiescent: r.GetQuiescent(),
 	}
 	if j.Replicas == nil {
 		j.Replicas = []uint64{}
+	}
+	if j.Learners == nil {
+		j.Learners = []uint64{}
 	}
 	j.Start, j.StartBase64 = jsonKey(r.GetStart())
 	j.End, j.EndBase64 = jsonKey(r.GetEnd())

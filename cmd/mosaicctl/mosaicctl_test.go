@@ -45,7 +45,7 @@ func (f *fakeAdmin) SplitRange(_ context.Context, req *adminpb.SplitRangeRequest
 }
 
 var testRanges = []*adminpb.RangeInfo{
-	{Id: 1, Start: nil, End: []byte("/registry/pods"), Keys: 1200, SizeBytes: 3 << 20, AppliedIndex: 4567, Leader: 0xa1, Replicas: []uint64{0xa1, 0xb2, 0xc3}, AppliedRevision: 99, Quiescent: true},
+	{Id: 1, Start: nil, End: []byte("/registry/pods"), Keys: 1200, SizeBytes: 3 << 20, AppliedIndex: 4567, Leader: 0xa1, Replicas: []uint64{0xa1, 0xb2, 0xc3}, Learners: []uint64{0xd4, 0xe5}, AppliedRevision: 99, Quiescent: true},
 	{Id: 2, Start: []byte("/registry/pods"), End: []byte("a b"), Keys: 3, SizeBytes: 512, AppliedIndex: 12, Leader: 0xb2, Replicas: []uint64{0xa1, 0xb2}, AppliedRevision: 98},
 	{Id: 3, Start: []byte("a b"), End: []byte{0xff, 0x00}, Keys: 0, SizeBytes: 0, AppliedIndex: 1},
 	{Id: 4, Start: []byte{0xff, 0x00}, End: nil, Keys: 1, SizeBytes: 1536, AppliedIndex: 2, Leader: 0xc3, Replicas: []uint64{0xc3}},
@@ -92,11 +92,11 @@ func TestRangeListTable(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q", code, errOut)
 			}
 			want := strings.Join([]string{
-				`ID  START           END             KEYS  SIZE     APPLIED-INDEX  LEADER  REPLICAS`,
-				`1   ""              /registry/pods  1200  3.0 MiB  4567           a1      a1,b2,c3`,
-				`2   /registry/pods  "a b"           3     512 B    12             b2      a1,b2`,
-				`3   "a b"           "\xff\x00"      0     0 B      1              -       `,
-				`4   "\xff\x00"      ""              1     1.5 KiB  2              c3      c3`,
+				`ID  START           END             KEYS  SIZE     APPLIED-INDEX  LEADER  REPLICAS  LEARNERS`,
+				`1   ""              /registry/pods  1200  3.0 MiB  4567           a1      a1,b2,c3  d4,e5`,
+				`2   /registry/pods  "a b"           3     512 B    12             b2      a1,b2     `,
+				`3   "a b"           "\xff\x00"      0     0 B      1              -                 `,
+				`4   "\xff\x00"      ""              1     1.5 KiB  2              c3      c3        `,
 			}, "\n") + "\n"
 			if out != want {
 				t.Errorf("table:\n%s\nwant:\n%s", out, want)
@@ -122,7 +122,7 @@ func TestRangeListJSON(t *testing.T) {
 	first := map[string]any{
 		"id": 1.0, "start": "", "end": "/registry/pods", "keys": 1200.0, "size_bytes": float64(3 << 20),
 		"applied_index": 4567.0, "applied_revision": 99.0, "leader": 161.0, "replicas": []any{161.0, 178.0, 195.0},
-		"quiescent": true,
+		"learners": []any{212.0, 229.0}, "quiescent": true,
 	}
 	if !reflect.DeepEqual(got[0], first) {
 		t.Errorf("first range = %v, want %v", got[0], first)
@@ -147,9 +147,9 @@ func TestRangeSplit(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
-	want := "ID  START        END          KEYS  SIZE  APPLIED-INDEX  LEADER  REPLICAS\n" +
-		"1   \"\"           /registry/m  10    0 B   0              1       1\n" +
-		"7   /registry/m  \"\"           5     0 B   0              1       1\n"
+	want := "ID  START        END          KEYS  SIZE  APPLIED-INDEX  LEADER  REPLICAS  LEARNERS\n" +
+		"1   \"\"           /registry/m  10    0 B   0              1       1         \n" +
+		"7   /registry/m  \"\"           5     0 B   0              1       1         \n"
 	if out != want {
 		t.Errorf("split table:\n%s\nwant:\n%s", out, want)
 	}

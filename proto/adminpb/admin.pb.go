@@ -48,7 +48,11 @@ type RangeInfo struct {
 	// Whether the answering node's replica of the range is quiescent: the
 	// range was idle, so its Raft group stopped ticking and heartbeating.
 	// False when the node holds no replica.
-	Quiescent     bool `protobuf:"varint,10,opt,name=quiescent,proto3" json:"quiescent,omitempty"`
+	Quiescent bool `protobuf:"varint,10,opt,name=quiescent,proto3" json:"quiescent,omitempty"`
+	// Node ids of the members holding a learner of the range (local reads:
+	// they apply its log but do not vote), as the answering member's replica
+	// of the range knows its group; empty when it holds none.
+	Learners      []uint64 `protobuf:"varint,11,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +155,13 @@ func (x *RangeInfo) GetQuiescent() bool {
 		return x.Quiescent
 	}
 	return false
+}
+
+func (x *RangeInfo) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
 }
 
 type ListRangesRequest struct {
@@ -738,7 +749,7 @@ var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
 	"\n" +
-	"\vadmin.proto\x12\fmosaic.admin\"\x98\x02\n" +
+	"\vadmin.proto\x12\fmosaic.admin\"\xb4\x02\n" +
 	"\tRangeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -751,7 +762,8 @@ const file_admin_proto_rawDesc = "" +
 	"\breplicas\x18\b \x03(\x04R\breplicas\x12)\n" +
 	"\x10applied_revision\x18\t \x01(\x03R\x0fappliedRevision\x12\x1c\n" +
 	"\tquiescent\x18\n" +
-	" \x01(\bR\tquiescent\"D\n" +
+	" \x01(\bR\tquiescent\x12\x1a\n" +
+	"\blearners\x18\v \x03(\x04R\blearners\"D\n" +
 	"\x11ListRangesRequest\x12\x14\n" +
 	"\x05local\x18\x01 \x01(\bR\x05local\x12\x19\n" +
 	"\bno_stats\x18\x02 \x01(\bR\anoStats\"E\n" +
