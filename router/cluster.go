@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -19,6 +20,7 @@ import (
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
 	"github.com/mosaic-kv/mosaic/proto/rangepb"
 	"github.com/mosaic-kv/mosaic/revision"
+	"github.com/mosaic-kv/mosaic/shard"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -240,6 +242,13 @@ func (n *Node) MemberID() uint64 { return n.oracle.View().MemberID }
 // and the right range's replica starts once the left one has applied every
 // revision up to the split, so that the new range's data is complete here
 // before it serves a read. Decisions for the new range wait in n.early.
+//
+// The new range's group is made (started from its data, with the split's
+// voters, rather than empty to be sent a snapshot) by the member that split
+// it, and by every other voter of it whose replica of the left range holds
+// the new range's data whole (mayMakeSplit): all of them start the group
+// from the same state, so it does not matter how many do, and the range
+// has a quorum to elect a leader even if the member that split is lost.
 func (n *Node) onSplit(res *revision.SplitResult) {
 	n.markKnown(res.Left, res.Right)
 	n.startMu.Lock()
@@ -280,11 +289,54 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 			if err := left.WaitApplied(context.Background(), res.StartRev); err != nil {
 				return
 			}
+			if n.mayMakeSplit(res, left) {
+				n.startMu.Lock()
+				if !n.authoritative[res.Right.Id] {
+					n.authoritative[res.Right.Id] = true
+					n.lg.Info("making a split's new range from this member's data", zap.Uint64("range", res.Right.Id), zap.Int64("revision", res.StartRev))
+				}
+				n.startMu.Unlock()
+			}
 		}
 		if _, err := n.startShard(res.Right); err != nil {
 			n.lg.Error("starting a split's new range failed", zap.Uint64("range", res.Right.Id), zap.Error(err))
 		}
 	}()
+}
+
+// mayMakeSplit reports whether this member may make the new range of split
+// res from its own data, its replica of the left range (left) having
+// applied up to the split: the split is guarded (so no revision was given
+// to the left range after StartRev until the split applied, and none since
+// to the new range's keys), this member is one of the new range's voters,
+// and the replica here holds every write of those revisions to the new
+// range's keys: none was left out because the replica had already learnt
+// of the split when applying it, nor by a snapshot that left them out
+// (shard.Shard.Clipped).
+func (n *Node) mayMakeSplit(res *revision.SplitResult, left *shard.Shard) bool {
+	if res.Guard == nil || !slices.Contains(n.splitVoters(res.Right, res.Members), n.nodeID) {
+		return false
+	}
+	return left.AppliedRev() >= res.StartRev && !left.Clipped(res.Right.Start, res.Right.End)
+}
+
+// splitVoters are the voters a split's new range d starts with, the
+// cluster's members being members at the split: the replicas the table
+// lists, else every voting member, else the initial cluster.
+func (n *Node) splitVoters(d *raftcmdpb.RangeDesc, members []*raftcmdpb.Member) []uint64 {
+	if len(d.Replicas) > 0 {
+		return d.Replicas
+	}
+	var peers []uint64
+	for _, m := range members {
+		if !m.Learner {
+			peers = append(peers, m.Id)
+		}
+	}
+	if len(peers) == 0 {
+		peers = n.peers // split before the first leader recorded the members
+	}
+	return peers
 }
 
 // waitShard waits until range id's replica runs here and has recovered.
@@ -313,19 +365,8 @@ func (n *Node) groupPeers(d *raftcmdpb.RangeDesc) (peers []uint64, join bool) {
 	if !n.cluster {
 		return nil, false
 	}
-	if n.authoritative[id] && len(d.Replicas) > 0 {
-		return d.Replicas, false
-	}
 	if n.authoritative[id] {
-		for _, m := range n.splitMembers[id] {
-			if !m.Learner {
-				peers = append(peers, m.Id)
-			}
-		}
-		if len(peers) == 0 {
-			peers = n.peers // split before the first leader recorded the members
-		}
-		return peers, false
+		return n.splitVoters(d, n.splitMembers[id]), false
 	}
 	if id == firstRangeID && !n.joining {
 		return n.peers, false

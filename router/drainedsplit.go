@@ -135,10 +135,11 @@ func (n *Node) claimDrainedSplit(v *revision.View) {
 // the first time it learns that a split it asked for applied (before it
 // makes the new range): the crash that restoreDrainedSplit and
 // claimDrainedSplit are for. Once per data dir, so the member restarts.
+// "1" makes any member exit so; a member's name, only that member.
 const crashAfterSplitEnv = "MOSAIC_TEST_CRASH_AFTER_SPLIT"
 
 func (n *Node) crashAfterSplitForTest() {
-	if os.Getenv(crashAfterSplitEnv) != "1" || n.cfg.DataDir == "" {
+	if v := os.Getenv(crashAfterSplitEnv); (v != "1" && (v == "" || v != n.cfg.Name)) || n.cfg.DataDir == "" {
 		return
 	}
 	marker := filepath.Join(n.cfg.DataDir, "test-crashed-after-split")

@@ -111,6 +111,10 @@ type Shard struct {
 	quiesced atomic.Bool
 	voters   atomic.Pointer[[]uint64]
 	members  atomic.Pointer[[]uint64] // voters and learners
+
+	clipMu    sync.Mutex
+	clips     []span // spans whose writes may be missing here (clips.go)
+	clipsLost bool   // more than maxClips: every span counts
 }
 
 // Start spawns the shard actor for c.Desc.
@@ -1781,6 +1785,7 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 		case *raftcmdpb.Op_Put:
 			p := o.Put
 			if a.cluster && !a.ownsKey(p.Key) {
+				a.handle.clip(opSpan(p.Key, nil))
 				break // the key moved to another range (see clipToRange)
 			}
 			prev, err := w.Put(rev, op.Sub, mvcc.Put{Key: p.Key, Value: p.Value, Lease: p.Lease, IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease})
@@ -1803,6 +1808,7 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 			key, end := d.Key, d.End
 			if a.cluster {
 				var ok bool
+				a.clipOutsideOwn(opSpan(d.Key, d.End))
 				if key, end, ok = a.ownedSpan(d); !ok {
 					break
 				}

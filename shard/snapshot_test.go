@@ -44,9 +44,15 @@ func TestSnapshotInstallKeepsToOwnSpan(t *testing.T) {
 
 	// The receiver's range is ["", "m") after the split; its table says so too.
 	left := &raftcmdpb.RangeDesc{Id: 1, End: []byte("m")}
-	a := &shardActor{desc: left, lg: zap.NewNop(), cfg: Config{Store: receiver, TableDesc: func() *raftcmdpb.RangeDesc { return left }}}
+	a := &shardActor{desc: left, lg: zap.NewNop(), handle: &Shard{}, cfg: Config{Store: receiver, TableDesc: func() *raftcmdpb.RangeDesc { return left }}}
 	if err := a.importSnapshot(&raftpb.Snapshot{Data: data}); err != nil {
 		t.Fatal(err)
+	}
+	// What the snapshot left out may lack writes here (the new range's keys are not made
+	// from this replica's data); what it replaced may not.
+	if !a.handle.Clipped([]byte("m"), nil) || a.handle.Clipped(nil, []byte("m")) {
+		t.Errorf("after the snapshot: clipped [m, ∞) %v, [\"\", m) %v; want true, false",
+			a.handle.Clipped([]byte("m"), nil), a.handle.Clipped(nil, []byte("m")))
 	}
 
 	for _, c := range []struct {

@@ -1,0 +1,86 @@
+package shard
+
+import (
+	"fmt"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+)
+
+func TestOpSpan(t *testing.T) {
+	for _, c := range []struct {
+		key, end    string
+		start, end2 string
+	}{
+		{"k", "", "k", "k\x00"}, // one key
+		{"k", "\x00", "k", ""},  // every key from k on
+		{"a", "m", "a", "m"},    // a range
+		{"\x00", "\x00", "\x00", ""},
+	} {
+		var end []byte
+		if c.end != "" {
+			end = []byte(c.end)
+		}
+		sp := opSpan([]byte(c.key), end)
+		if string(sp.start) != c.start || string(sp.end) != c.end2 {
+			t.Errorf("opSpan(%q, %q) = [%q, %q), want [%q, %q)", c.key, c.end, sp.start, sp.end, c.start, c.end2)
+		}
+	}
+}
+
+// A replica remembers the spans whose writes it left out, and answers for any span that
+// overlaps one of them.
+func TestClipped(t *testing.T) {
+	s := &Shard{}
+	if s.Clipped(nil, nil) {
+		t.Fatal("a fresh replica counts as clipped")
+	}
+	s.clip(opSpan([]byte("k"), nil)) // a put of k dropped
+	for _, c := range []struct {
+		start, end string
+		want       bool
+	}{
+		{"", "", true},
+		{"k", "", true},
+		{"a", "k", false}, // [a, k) ends before k
+		{"a", "k\x00", true},
+		{"k\x00", "", false}, // starts after k
+		{"j", "l", true},
+	} {
+		var end []byte
+		if c.end != "" {
+			end = []byte(c.end)
+		}
+		if got := s.Clipped([]byte(c.start), end); got != c.want {
+			t.Errorf("Clipped(%q, %q) = %v, want %v", c.start, c.end, got, c.want)
+		}
+	}
+	s.clipOutside([]byte("c"), []byte("f")) // a snapshot restored [c, f) only
+	if !s.Clipped([]byte("a"), []byte("b")) || !s.Clipped([]byte("x"), nil) || s.Clipped([]byte("c"), []byte("f")) {
+		t.Error("after a snapshot of [c, f): want [a, b) and [x, ∞) clipped, [c, f) not")
+	}
+	many := &Shard{}
+	for i := range maxClips + 1 {
+		many.clip(opSpan(fmt.Appendf(nil, "z%04d", i), nil))
+	}
+	if !many.Clipped([]byte("a"), []byte("b")) {
+		t.Error("past maxClips, a span no clip touches must count as clipped")
+	}
+}
+
+// An op applied after the range (or the table) shrank records the part it leaves out.
+func TestClipOutsideOwn(t *testing.T) {
+	desc := &raftcmdpb.RangeDesc{Id: 1, Start: []byte("b"), End: []byte("x")}
+	table := &raftcmdpb.RangeDesc{Id: 1, Start: []byte("b"), End: []byte("m")} // split at m
+	a := &shardActor{desc: desc, lg: zap.NewNop(), handle: &Shard{}, cfg: Config{TableDesc: func() *raftcmdpb.RangeDesc { return table }}}
+	a.clipOutsideOwn(opSpan([]byte("c"), []byte("d"))) // inside: nothing left out
+	if a.handle.Clipped(nil, nil) {
+		t.Fatal("an op inside the span recorded a clip")
+	}
+	a.clipOutsideOwn(opSpan([]byte("c"), []byte("\x00"))) // [c, ∞): [m, ∞) left out
+	if !a.handle.Clipped([]byte("m"), []byte("n")) || a.handle.Clipped([]byte("b"), []byte("m")) {
+		t.Error("want [m, ∞) clipped and [b, m) not")
+	}
+}
