@@ -280,13 +280,22 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 		return
 	}
 	go func() {
+		resync := false
 		defer func() {
 			n.startMu.Lock()
 			delete(n.pendingSplit, res.Right.Id)
 			n.startMu.Unlock()
+			if resync {
+				n.syncReplicas()
+			}
 		}()
 		if left != nil {
 			if err := left.WaitApplied(context.Background(), res.StartRev); err != nil {
+				// The left replica here was stopped (collected) first: the
+				// new range starts empty, once no longer pending, if the
+				// table lists this member for it. Waiting on, this member
+				// would never start it.
+				resync = true
 				return
 			}
 			if n.mayMakeSplit(res, left) {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -10,6 +11,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
+
+	"github.com/mosaic-kv/mosaic/shard"
 )
 
 func openTestNode(t *testing.T, dir string) (*Node, *Router) {
@@ -236,5 +239,31 @@ func TestRevokeLeaseWithManyKeys(t *testing.T) {
 	after, err := r.Range(ctx, &pb.RangeRequest{Key: []byte("lease/"), RangeEnd: []byte("lease0"), CountOnly: true})
 	if err != nil || after.Count != 0 {
 		t.Fatalf("after revoke: %v keys, err %v", after.GetCount(), err)
+	}
+}
+
+// A replica stopped (as collectReplicas stops one) answers those waiting for it to apply
+// with shard.ErrStopped instead of leaving them waiting for good: a split's new range
+// waits so for its left side, and would otherwise never start here.
+func TestWaitAppliedOnStoppedReplica(t *testing.T) {
+	n, _ := openTestNode(t, t.TempDir())
+	t.Cleanup(n.Close)
+	s := n.shard(firstRangeID)
+	if s == nil {
+		t.Fatal("no replica of the first range")
+	}
+	n.mu.Lock()
+	delete(n.shards, s.ID())
+	n.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- s.WaitApplied(context.Background(), 1<<40) }()
+	s.Stop()
+	select {
+	case err := <-done:
+		if !errors.Is(err, shard.ErrStopped) {
+			t.Fatalf("WaitApplied on a stopped replica: %v, want %v", err, shard.ErrStopped)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitApplied on a stopped replica still waits")
 	}
 }

@@ -38,6 +38,9 @@ var ErrNotLeader = errors.New("shard: not the range's leader")
 // ErrLeaderChanged: the replica lost the lead after the intent was
 // proposed; it may or may not commit. The router aborts the transaction
 // to learn its fate.
+// ErrStopped: the replica was stopped while the caller waited on it.
+var ErrStopped = errors.New("shard: the range's replica here was stopped")
+
 var ErrLeaderChanged = errors.New("shard: leader changed while the intent was proposed")
 
 // Resolver is what a shard asks about intents it finds after a restart or
@@ -101,6 +104,8 @@ type Shard struct {
 	mu      sync.Mutex
 	advance chan struct{} // closed and replaced whenever applied moves
 	ready   chan struct{}
+	stopped chan struct{} // closed once Stop has stopped the actor
+	stop    sync.Once
 	desc    atomic.Pointer[raftcmdpb.RangeDesc]
 	index   atomic.Uint64
 	leading atomic.Bool
@@ -119,7 +124,7 @@ type Shard struct {
 
 // Start spawns the shard actor for c.Desc.
 func Start(sys *actor.ActorSystem, c Config) (*Shard, error) {
-	s := &Shard{id: c.Desc.Id, root: sys.Root, advance: make(chan struct{}), ready: make(chan struct{})}
+	s := &Shard{id: c.Desc.Id, root: sys.Root, advance: make(chan struct{}), ready: make(chan struct{}), stopped: make(chan struct{})}
 	s.desc.Store(c.Desc)
 	props := actor.PropsFromProducer(func() actor.Actor { return &shardActor{cfg: c, handle: s} }, actor.WithDispatcher(actors.NewDispatcher()))
 	pid, err := sys.Root.SpawnNamed(props, fmt.Sprintf("shard-%d", c.Desc.Id))
@@ -156,6 +161,8 @@ func (s *Shard) WaitApplied(ctx context.Context, rev int64) error {
 		}
 		select {
 		case <-ch:
+		case <-s.stopped:
+			return ErrStopped
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -286,8 +293,12 @@ func (s *Shard) Unfreeze(desc *raftcmdpb.RangeDesc) {
 // made durable in the MVCC store.
 func (s *Shard) CompactLog(index uint64) { s.root.Send(s.pid, &compactLogMsg{index: index}) }
 
-// Stop stops the actor and waits until it has stopped.
-func (s *Shard) Stop() { _ = s.root.StopFuture(s.pid).Wait() }
+// Stop stops the actor and waits until it has stopped; WaitApplied then
+// answers ErrStopped.
+func (s *Shard) Stop() {
+	_ = s.root.StopFuture(s.pid).Wait()
+	s.stop.Do(func() { close(s.stopped) })
+}
 
 // Step hands the range's group a message from another replica.
 func (s *Shard) Step(m *raftpb.Message) { s.root.Send(s.pid, &stepMsg{m: m}) }
