@@ -25,12 +25,19 @@ import (
 // not it holds the ranges involved. Then, under writes, `mosaicctl range move` moves
 // replicas (one off the oracle's leader), a member holding replicas is killed, and
 // nothing acknowledged is lost.
-func TestClusterReplicationFactor(t *testing.T) {
+func TestClusterReplicationFactor(t *testing.T) { testReplicationFactor(t) }
+
+// TestClusterReplicationFactorRemoteReads is TestClusterReplicationFactor with
+// --local-reads=false: members hold only their ranges' replicas, read the others from
+// members that hold them, and stop the replicas moved off them.
+func TestClusterReplicationFactorRemoteReads(t *testing.T) { testReplicationFactor(t, "--local-reads=false") }
+
+func testReplicationFactor(t *testing.T, args ...string) {
 	if harness.SubjectIsEtcd() {
 		t.Skip("Mosaic's ranges")
 	}
 	t.Parallel()
-	c := harness.StartCluster(t, 5, harness.ClusterOptions{})
+	c := harness.StartCluster(t, 5, harness.ClusterOptions{Args: args})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	if err := c.WaitReady(ctx); err != nil {
