@@ -264,7 +264,8 @@ type DockerCluster struct {
 // containers, with networks of its own, and waits until every member logs ReadyLine. It
 // removes the containers and networks when the test ends; if the test failed, it first
 // prints the tail of every member's log and saves the full logs under os.TempDir().
-func StartDockerCluster(t testing.TB, n int, image string) *DockerCluster {
+// Every member gets the extra flags args.
+func StartDockerCluster(t testing.TB, n int, image string, args ...string) *DockerCluster {
 	t.Helper()
 	prefix := DockerName("mosaic-test")
 	c := &DockerCluster{t: t, Prefix: prefix, PeerNet: prefix + "-peers", ClientNet: prefix + "-clients"}
@@ -285,6 +286,7 @@ func StartDockerCluster(t testing.TB, n int, image string) *DockerCluster {
 		c.members = append(c.members, m)
 		initial[i] = fmt.Sprintf("%s=http://%s:%d", name, m.PeerHost, DockerPeerPort)
 	}
+	extra := args
 	for _, m := range c.members {
 		args := []string{"create", "--name", m.Container, "--label", dockerLabelArg(),
 			"--network", c.ClientNet, "-p", fmt.Sprintf("127.0.0.1::%d", DockerClientPort)}
@@ -302,6 +304,7 @@ func StartDockerCluster(t testing.TB, n int, image string) *DockerCluster {
 			"--initial-cluster-state=new",
 			"--initial-cluster-token="+prefix,
 		)
+		args = append(args, extra...)
 		mustDocker(t, args...)
 		m.connect()
 	}
