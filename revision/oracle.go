@@ -456,6 +456,8 @@ type oracleActor struct {
 	// startLast is the last log index at start; the oracle serves once it
 	// has applied past it (everything a previous life decided is known).
 	startLast uint64
+	// logAtStart is the last log index at start, kept (SplitResult.Replayed).
+	logAtStart uint64
 	ready     bool
 	stash     []any
 
@@ -817,6 +819,7 @@ func (a *oracleActor) start() error {
 	}
 	a.cluster = c.Cluster
 	a.startLast = a.group.LastIndex()
+	a.logAtStart = a.startLast
 	a.publish()
 	if a.cluster {
 		// Replicas elect a leader when their election timers fire. What is
@@ -883,6 +886,9 @@ func (a *oracleActor) apply(ents []*raftpb.Entry) {
 		}
 		fx := a.state.Apply(e.GetIndex(), cmd)
 		fx.checkpointed = len(cmd.Checkpoints) > 0
+		if fx.Split != nil {
+			fx.Split.Replayed = e.GetIndex() <= a.logAtStart
+		}
 		for _, id := range fx.LeaseIDs {
 			if a.leaseChanges == nil {
 				a.leaseChanges = map[int64]struct{}{}

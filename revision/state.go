@@ -81,6 +81,10 @@ type SplitResult struct {
 	// Guard is the split's guard (nil: unguarded): the member whose drained
 	// range it names holds the new range's data (see router.Node.Split).
 	Guard *raftcmdpb.SplitGuard
+	// Replayed: the split's entry was in this replica's log when it
+	// started, so an earlier run of this member may have applied it (set
+	// by the oracle actor, not the state machine).
+	Replayed bool
 }
 
 // State is the oracle's replicated state machine: pure, no I/O.

@@ -315,15 +315,23 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 
 // mayMakeSplit reports whether this member may make the new range of split
 // res from its own data, its replica of the left range (left) having
-// applied up to the split: the split is guarded (so no revision was given
-// to the left range after StartRev until the split applied, and none since
-// to the new range's keys), this member is one of the new range's voters,
-// and the replica here holds every write of those revisions to the new
-// range's keys: none was left out because the replica had already learnt
-// of the split when applying it, nor by a snapshot that left them out
-// (shard.Shard.Clipped).
+// applied up to the split:
+//   - the split is guarded (so no revision was given to the left range
+//     after StartRev until the split applied, and none since to the new
+//     range's keys), and this member is one of the new range's voters;
+//   - the split applies live, not replayed at a restart (Replayed): the
+//     new range's replica made here then gets every decision for the range
+//     from the oracle here as it applies them. One made from a split
+//     replayed much later would replay the range's whole log while the
+//     oracle hands it only recent decisions, and a follower applying a
+//     recent decision before an older one it has not yet seen skips the
+//     older one for good (TestClusterFaultsLinearizable lost a delete so);
+//   - the replica here holds every write of those revisions to the new
+//     range's keys: none was left out because the replica had already
+//     learnt of the split when applying it, nor by a snapshot that left
+//     them out (shard.Shard.Clipped, kept across restarts).
 func (n *Node) mayMakeSplit(res *revision.SplitResult, left *shard.Shard) bool {
-	if res.Guard == nil || !slices.Contains(n.splitVoters(res.Right, res.Members), n.nodeID) {
+	if res.Guard == nil || res.Replayed || !slices.Contains(n.splitVoters(res.Right, res.Members), n.nodeID) {
 		return false
 	}
 	return left.AppliedRev() >= res.StartRev && !left.Clipped(res.Right.Start, res.Right.End)

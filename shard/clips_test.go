@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
 func TestOpSpan(t *testing.T) {
@@ -57,9 +58,16 @@ func TestClipped(t *testing.T) {
 			t.Errorf("Clipped(%q, %q) = %v, want %v", c.start, c.end, got, c.want)
 		}
 	}
-	s.clipOutside([]byte("c"), []byte("f")) // a snapshot restored [c, f) only
-	if !s.Clipped([]byte("a"), []byte("b")) || !s.Clipped([]byte("x"), nil) || s.Clipped([]byte("c"), []byte("f")) {
-		t.Error("after a snapshot of [c, f): want [a, b) and [x, ∞) clipped, [c, f) not")
+	// The stored form reads back the same.
+	again := &Shard{}
+	if err := again.loadClips(s.encodeClips()); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Clipped([]byte("k"), nil) || again.Clipped([]byte("a"), []byte("k")) {
+		t.Error("clips read back from their stored form differ")
+	}
+	if err := again.loadClips([]byte{0, 5, 'a'}); err == nil {
+		t.Error("a truncated clip record was read without an error")
 	}
 	many := &Shard{}
 	for i := range maxClips + 1 {
@@ -68,19 +76,43 @@ func TestClipped(t *testing.T) {
 	if !many.Clipped([]byte("a"), []byte("b")) {
 		t.Error("past maxClips, a span no clip touches must count as clipped")
 	}
+	lost := &Shard{}
+	if err := lost.loadClips(many.encodeClips()); err != nil || !lost.Clipped([]byte("a"), []byte("b")) {
+		t.Errorf("past maxClips, read back: %v, clipped %v", err, lost.Clipped([]byte("a"), []byte("b")))
+	}
 }
 
-// An op applied after the range (or the table) shrank records the part it leaves out.
+// An op applied after the range (or the table) shrank records the part it leaves out, in
+// the store too (a restarted replica reads it back).
 func TestClipOutsideOwn(t *testing.T) {
+	store := openStore(t)
 	desc := &raftcmdpb.RangeDesc{Id: 1, Start: []byte("b"), End: []byte("x")}
 	table := &raftcmdpb.RangeDesc{Id: 1, Start: []byte("b"), End: []byte("m")} // split at m
-	a := &shardActor{desc: desc, lg: zap.NewNop(), handle: &Shard{}, cfg: Config{TableDesc: func() *raftcmdpb.RangeDesc { return table }}}
-	a.clipOutsideOwn(opSpan([]byte("c"), []byte("d"))) // inside: nothing left out
+	a := &shardActor{desc: desc, lg: zap.NewNop(), handle: &Shard{}, cfg: Config{Store: store, TableDesc: func() *raftcmdpb.RangeDesc { return table }}}
+	clipOp := func(key, end string) {
+		t.Helper()
+		if err := store.Update(func(w *mvcc.Writer) error { return a.clipOutsideOwn(w, opSpan([]byte(key), []byte(end))) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clipOp("c", "d") // inside: nothing left out
 	if a.handle.Clipped(nil, nil) {
 		t.Fatal("an op inside the span recorded a clip")
 	}
-	a.clipOutsideOwn(opSpan([]byte("c"), []byte("\x00"))) // [c, ∞): [m, ∞) left out
+	clipOp("c", "\x00") // [c, ∞): [m, ∞) left out
 	if !a.handle.Clipped([]byte("m"), []byte("n")) || a.handle.Clipped([]byte("b"), []byte("m")) {
 		t.Error("want [m, ∞) clipped and [b, m) not")
+	}
+	var stored []byte
+	if err := store.View(func(r *mvcc.Reader) error {
+		var err error
+		stored, err = r.Meta(clipKey(1))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	restarted := &Shard{}
+	if err := restarted.loadClips(stored); err != nil || !restarted.Clipped([]byte("m"), []byte("n")) {
+		t.Errorf("the stored clips (%v) do not hold [m, ∞)", err)
 	}
 }

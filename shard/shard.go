@@ -732,7 +732,11 @@ func (a *shardActor) start() error {
 		}
 		a.appliedRev = int64(binary.BigEndian.Uint64(b))
 		index = binary.BigEndian.Uint64(b[8:])
-		return nil
+		clips, err := r.Meta(clipKey(c.Desc.Id))
+		if err != nil {
+			return err
+		}
+		return a.handle.loadClips(clips)
 	})
 	if err != nil {
 		return err
@@ -1796,7 +1800,9 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 		case *raftcmdpb.Op_Put:
 			p := o.Put
 			if a.cluster && !a.ownsKey(p.Key) {
-				a.handle.clip(opSpan(p.Key, nil))
+				if err := a.recordClip(w, opSpan(p.Key, nil)); err != nil {
+					return nil, err
+				}
 				break // the key moved to another range (see clipToRange)
 			}
 			prev, err := w.Put(rev, op.Sub, mvcc.Put{Key: p.Key, Value: p.Value, Lease: p.Lease, IgnoreValue: p.IgnoreValue, IgnoreLease: p.IgnoreLease})
@@ -1819,7 +1825,9 @@ func (a *shardActor) applyOps(w *mvcc.Writer, rev int64, ops []*raftcmdpb.Op) ([
 			key, end := d.Key, d.End
 			if a.cluster {
 				var ok bool
-				a.clipOutsideOwn(opSpan(d.Key, d.End))
+				if err := a.clipOutsideOwn(w, opSpan(d.Key, d.End)); err != nil {
+					return nil, err
+				}
 				if key, end, ok = a.ownedSpan(d); !ok {
 					break
 				}

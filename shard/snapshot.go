@@ -167,7 +167,9 @@ func (a *shardActor) importSnapshot(snap *raftpb.Snapshot) error {
 	// here belong to that range's replica (it may hold newer data) and
 	// must not be replaced.
 	start, end := a.ownSpan(rs.start, rs.end)
-	a.handle.clipOutside(start, end)
+	if err := a.clipOutside(start, end); err != nil {
+		return err
+	}
 	recs := make([]mvcc.SpanRecord, 0, len(rs.recs))
 	for _, rec := range rs.recs {
 		if rec.InSpan(start, end) {
