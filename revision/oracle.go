@@ -458,8 +458,8 @@ type oracleActor struct {
 	startLast uint64
 	// logAtStart is the last log index at start, kept (SplitResult.Replayed).
 	logAtStart uint64
-	ready     bool
-	stash     []any
+	ready      bool
+	stash      []any
 
 	queue      []*decideMsg
 	proposing  bool

@@ -30,7 +30,9 @@ func TestClusterReplicationFactor(t *testing.T) { testReplicationFactor(t) }
 // TestClusterReplicationFactorRemoteReads is TestClusterReplicationFactor with
 // --local-reads=false: members hold only their ranges' replicas, read the others from
 // members that hold them, and stop the replicas moved off them.
-func TestClusterReplicationFactorRemoteReads(t *testing.T) { testReplicationFactor(t, "--local-reads=false") }
+func TestClusterReplicationFactorRemoteReads(t *testing.T) {
+	testReplicationFactor(t, "--local-reads=false")
+}
 
 func testReplicationFactor(t *testing.T, args ...string) {
 	if harness.SubjectIsEtcd() {
