@@ -33,6 +33,24 @@ type Decided struct {
 	TxnID  uint64
 	Rev    int64
 	Ranges []uint64
+	// Prev, when set, is for each of Ranges the revision assigned to that
+	// range before this one: a replica that has not applied it yet lacks
+	// an earlier decision (shard's applyReady waits for it).
+	Prev []int64
+}
+
+// PrevFor is the revision assigned to range r before d's (ok false if not
+// known).
+func (d Decided) PrevFor(r uint64) (int64, bool) {
+	if len(d.Prev) != len(d.Ranges) {
+		return 0, false
+	}
+	for i, id := range d.Ranges {
+		if id == r {
+			return d.Prev[i], true
+		}
+	}
+	return 0, false
 }
 
 // Effects is what applying one command produced, for the actor to act on.
@@ -177,10 +195,12 @@ func (s *State) Apply(index uint64, cmd *raftcmdpb.OracleCommand) Effects {
 		s.pb.Revision++
 		rev := s.pb.Revision
 		s.txns[d.TxnId] = rev
-		for _, r := range d.Ranges {
+		prev := make([]int64, len(d.Ranges))
+		for i, r := range d.Ranges {
+			prev[i] = s.pb.LastRev[r]
 			s.pb.LastRev[r] = rev
 		}
-		fx.Decided = append(fx.Decided, Decided{TxnID: d.TxnId, Rev: rev, Ranges: d.Ranges})
+		fx.Decided = append(fx.Decided, Decided{TxnID: d.TxnId, Rev: rev, Ranges: d.Ranges, Prev: prev})
 	}
 	if cmd.Compact != nil {
 		c := cmd.Compact.Revision

@@ -30,6 +30,16 @@ func TestDecisionsTakeConsecutiveRevisions(t *testing.T) {
 	if s.Proto().LastRev[1] != 5 || s.Proto().AppliedIndex != 3 {
 		t.Fatalf("last rev of range 1 = %d, applied = %d", s.Proto().LastRev[1], s.Proto().AppliedIndex)
 	}
+	// Each decision names the revision its range had before it (replicas wait for it).
+	if prev, ok := fx.Decided[0].PrevFor(1); !ok || prev != 4 {
+		t.Fatalf("rev 5's previous revision on range 1 = %d, %v; want 4", prev, ok)
+	}
+	if _, ok := fx.Decided[0].PrevFor(2); ok {
+		t.Fatal("a previous revision for a range the decision does not touch")
+	}
+	if fx = s.Apply(4, decide(13)); len(fx.Decided) != 1 || fx.Decided[0].Prev != nil {
+		t.Fatalf("a repeated decision must name no previous revision: %+v", fx.Decided)
+	}
 }
 
 func TestDecidedAtMostOnce(t *testing.T) {

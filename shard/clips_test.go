@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mosaic-kv/mosaic/proto/raftcmdpb"
+	"github.com/mosaic-kv/mosaic/revision"
 	"github.com/mosaic-kv/mosaic/shard/mvcc"
 )
 
@@ -114,5 +115,33 @@ func TestClipOutsideOwn(t *testing.T) {
 	restarted := &Shard{}
 	if err := restarted.loadClips(stored); err != nil || !restarted.Clipped([]byte("m"), []byte("n")) {
 		t.Errorf("the stored clips (%v) do not hold [m, ∞)", err)
+	}
+}
+
+// A follower applies a decision the oracle says follows revision P only once it has
+// applied P: the decision for P may still be on its way in the range's log (the oracle
+// here hands over only what it applies). Applying past it would skip it for good.
+func TestTakeReadyWaitsForThePreviousRevision(t *testing.T) {
+	a := &shardActor{desc: &raftcmdpb.RangeDesc{Id: 7}, cluster: true, appliedRev: 5, lg: zap.NewNop(),
+		intents: map[uint64]*intent{1: {txn: 1}, 2: {txn: 2}}, waiting: map[uint64]*proposeMsg{}}
+	// Txn 2's decision (rev 12, after 10 on range 7) came from the oracle; txn 1's (rev 10)
+	// is not known yet, though both intents are here.
+	a.decided = []revision.Decided{{TxnID: 2, Rev: 12, Ranges: []uint64{3, 7}, Prev: []int64{11, 10}}}
+	if got := a.takeReady(); len(got) != 0 {
+		t.Fatalf("took %v before revision 10 applied", got)
+	}
+	// Txn 1's decision comes from the log (no Prev), and a copy of txn 2's too.
+	a.decided = append([]revision.Decided{{TxnID: 1, Rev: 10}}, a.decided...)
+	a.decided = append(a.decided, revision.Decided{TxnID: 2, Rev: 12})
+	got := a.takeReady()
+	if len(got) != 2 || got[0].TxnID != 1 || got[1].TxnID != 2 || len(a.decided) != 0 {
+		t.Fatalf("took %v, left %v; want txns 1 and 2 once each, nothing left", got, a.decided)
+	}
+	// Off a cluster (one replica) there is no one to wait for.
+	b := &shardActor{desc: &raftcmdpb.RangeDesc{Id: 7}, appliedRev: 5, lg: zap.NewNop(),
+		intents: map[uint64]*intent{2: {txn: 2}}, waiting: map[uint64]*proposeMsg{},
+		decided: []revision.Decided{{TxnID: 2, Rev: 12, Ranges: []uint64{7}, Prev: []int64{10}}}}
+	if got := b.takeReady(); len(got) != 1 {
+		t.Fatalf("single node: took %v, want txn 2", got)
 	}
 }

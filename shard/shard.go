@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -1150,23 +1151,66 @@ func (a *shardActor) startRecovery() {
 // what it can.
 func (a *shardActor) onDecided(ds []revision.Decided) {
 	for _, d := range ds {
-		if d.Rev > a.appliedRev {
+		if d.Rev > a.appliedRev && !a.isQueued(d.TxnID) {
 			a.decided = append(a.decided, d)
 		}
+	}
+	if !slices.IsSortedFunc(a.decided, byRev) {
+		slices.SortStableFunc(a.decided, byRev)
 	}
 	a.applyReady()
 }
 
+// isQueued reports whether a decision for txn is queued (a follower gets
+// each decision from the oracle and from its range's log).
+func (a *shardActor) isQueued(txn uint64) bool {
+	for _, q := range a.decided {
+		if q.TxnID == txn {
+			return true
+		}
+	}
+	return false
+}
+
+func byRev(x, y revision.Decided) int { return cmp.Compare(x.Rev, y.Rev) }
+
 // applyReady applies the longest prefix of the queued decisions whose
 // intents are committed here. A decision for a transaction this shard
 // knows nothing of is dropped with an error: it cannot block the others.
+//
+// In a cluster a decision that says which revision the range had before it
+// (revision.Decided.Prev, from the oracle) waits until the replica has
+// applied that one: the earlier decision may not have reached it yet (the
+// oracle here hands over only what it applies, and a replica behind it
+// gets older decisions from its range's log), and applying past it would
+// skip it for good.
 func (a *shardActor) applyReady() {
+	if batch := a.takeReady(); len(batch) > 0 {
+		a.applyDecided(batch)
+	}
+	if a.pendingLead && len(a.intents) == 0 {
+		a.startLeading()
+	}
+}
+
+// takeReady takes off the queue, and returns in order, the decisions that
+// may apply now (see applyReady).
+func (a *shardActor) takeReady() []revision.Decided {
 	var batch []revision.Decided
+	applied := a.appliedRev
 	for len(a.decided) > 0 {
 		d := a.decided[0]
+		if d.Rev <= applied {
+			a.decided = a.decided[1:] // applied already (a snapshot may bring it)
+			continue
+		}
+		if prev, ok := d.PrevFor(a.desc.Id); ok && a.cluster && prev > applied {
+			break
+		}
 		if _, ok := a.intents[d.TxnID]; ok {
 			batch = append(batch, d)
 			a.decided = a.decided[1:]
+			applied = max(applied, d.Rev)
 			continue
 		}
 		if a.inFlight(d.TxnID) || a.cluster {
@@ -1180,12 +1224,7 @@ func (a *shardActor) applyReady() {
 	if len(a.decided) == 0 {
 		a.decided = nil
 	}
-	if len(batch) > 0 {
-		a.applyDecided(batch)
-	}
-	if a.pendingLead && len(a.intents) == 0 {
-		a.startLeading()
-	}
+	return batch
 }
 
 // inFlight reports whether txn's intent is proposed but not yet committed.
