@@ -403,32 +403,74 @@ func (n *Node) rebalanceOnce(ctx context.Context) (acted bool, err error) {
 
 // balanceLeads spreads the ranges' leads when there are more voting
 // members than replicas per range (with fewer, every member holds every
-// range and the leads stay with the primary, which runs the writes): the
-// lead of a range whose lead belongs on the member with the most goes, for
-// good (lead_pinned), to a replica on a member with at least two fewer.
+// range and the leads stay with the primary, which runs the writes): one
+// range's lead goes, for good (lead_pinned), where leadMove says.
 func (n *Node) balanceLeads(ctx context.Context, v *revision.View, counts map[uint64]int) (bool, error) {
+	d, to := leadMove(v.Ranges, v.Lead, counts)
+	if d == nil {
+		return false, nil
+	}
+	from := preferredLead(d, v.Lead)
+	reps := append([]uint64{to}, slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == to })...)
+	if err := n.oracle.SetReplicas(ctx, d.Id, reps, true); err != nil {
+		return true, toGRPC(err)
+	}
+	// The replica there asks for the lead by itself; this only hurries it.
+	_, _ = n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_TransferTo{TransferTo: to}})
+	n.lg.Info("moved a range's lead", zap.Uint64("range", d.Id), zap.Uint64("from", from), zap.Uint64("to", to))
+	return true, nil
+}
+
+// leadMove picks one range whose lead should move, and where to (nil if
+// the leads are spread: no member leads two more than another, or no
+// move below helps), among the voting members of counts:
+//   - the lead of a range led by a member with at least two more leads
+//     than one of the range's other replicas goes to that replica;
+//   - failing that, a lead moves between two members one apart (f to t)
+//     when it lets a member with the most leads hand one to f next round:
+//     the leads are uneven, but no range led by a member with the most has
+//     a replica on one with two fewer (the replicas are where they are).
+//     Such a move only prepares a strict improvement, so moves never cycle.
+func leadMove(ranges []*raftcmdpb.RangeDesc, primary uint64, counts map[uint64]int) (*raftcmdpb.RangeDesc, uint64) {
 	leads := map[uint64]int{}
 	for id := range counts {
 		leads[id] = 0
 	}
-	for _, d := range v.Ranges {
-		leads[preferredLead(d, v.Lead)]++
+	for _, d := range ranges {
+		leads[preferredLead(d, primary)]++
 	}
-	for _, d := range v.Ranges {
-		from := preferredLead(d, v.Lead)
+	voter := func(id uint64) bool { _, ok := counts[id]; return ok }
+	for _, d := range ranges {
+		from := preferredLead(d, primary)
 		for _, to := range d.Replicas {
-			if _, voter := counts[to]; !voter || leads[from]-leads[to] < 2 {
-				continue
+			if voter(to) && leads[from]-leads[to] >= 2 {
+				return d, to
 			}
-			reps := append([]uint64{to}, slices.DeleteFunc(slices.Clone(d.Replicas), func(x uint64) bool { return x == to })...)
-			if err := n.oracle.SetReplicas(ctx, d.Id, reps, true); err != nil {
-				return true, toGRPC(err)
-			}
-			// The replica there asks for the lead by itself; this only hurries it.
-			_, _ = n.groupOp(ctx, d, &rangepb.GroupRequest{Op: &rangepb.GroupRequest_TransferTo{TransferTo: to}})
-			n.lg.Info("moved a range's lead", zap.Uint64("range", d.Id), zap.Uint64("from", from), zap.Uint64("to", to))
-			return true, nil
 		}
 	}
-	return false, nil
+	most := 0
+	for _, c := range leads {
+		most = max(most, c)
+	}
+	// f can take a lead from a member with the most once it has one fewer.
+	takes := func(f uint64) bool {
+		for _, d := range ranges {
+			if leads[preferredLead(d, primary)] == most && slices.Contains(d.Replicas, f) && most-(leads[f]-1) >= 2 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, d := range ranges {
+		f := preferredLead(d, primary)
+		if leads[f] == most || !takes(f) {
+			continue
+		}
+		for _, to := range d.Replicas {
+			if voter(to) && to != f && leads[f]-leads[to] == 1 {
+				return d, to
+			}
+		}
+	}
+	return nil, 0
 }

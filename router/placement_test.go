@@ -35,6 +35,52 @@ func TestPreferredLead(t *testing.T) {
 	}
 }
 
+// The leads get spread even when no range led by a member with the most has a replica on
+// the member with the fewest: a lead first moves between two members one apart, which lets
+// a member with the most hand one on. TestClusterReplicationFactorRemoteReads stopped at
+// leads 2,1,0,2,1 before that.
+func TestLeadMoveSpreadsLeads(t *testing.T) {
+	const a, b, c, d, e = 1, 2, 3, 4, 5
+	counts := map[uint64]int{a: 4, b: 4, c: 2, d: 4, e: 4}
+	pinned := func(id uint64, reps ...uint64) *raftcmdpb.RangeDesc {
+		return &raftcmdpb.RangeDesc{Id: id, Replicas: reps, LeadPinned: true}
+	}
+	ranges := []*raftcmdpb.RangeDesc{
+		pinned(1, a, b, d), pinned(2, a, e, d), // led by a
+		pinned(3, d, b, e), pinned(4, d, a, b), // led by d
+		pinned(5, b, c, e), // led by b
+		pinned(6, e, c, a), // led by e
+	}
+	spread := func() (lo, hi int) {
+		leads := map[uint64]int{}
+		for _, r := range ranges {
+			leads[preferredLead(r, 0)]++
+		}
+		lo, hi = len(ranges), 0
+		for id := range counts {
+			lo, hi = min(lo, leads[id]), max(hi, leads[id])
+		}
+		return lo, hi
+	}
+	first, to := leadMove(ranges, 0, counts)
+	if first == nil || first.Id != 5 || to != c {
+		t.Fatalf("first move: range %v to %d, want range 5's lead to %d", first, to, c)
+	}
+	for moves := 0; ; moves++ {
+		r, to := leadMove(ranges, 0, counts)
+		if r == nil {
+			break
+		}
+		if moves == 10 {
+			t.Fatal("still moving leads after 10 moves")
+		}
+		r.Replicas = append([]uint64{to}, slices.DeleteFunc(slices.Clone(r.Replicas), func(x uint64) bool { return x == to })...)
+	}
+	if lo, hi := spread(); hi-lo > 1 {
+		t.Errorf("leads spread %d..%d after the moves, want within one", lo, hi)
+	}
+}
+
 func TestLeastLoaded(t *testing.T) {
 	counts := map[uint64]int{1: 3, 2: 1, 3: 1, 4: 2}
 	if got := leastLoaded(counts, nil); got != 2 {
