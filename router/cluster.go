@@ -300,7 +300,10 @@ func (n *Node) onSplit(res *revision.SplitResult) {
 			}
 			if n.mayMakeSplit(res, left) {
 				n.startMu.Lock()
-				if !n.authoritative[res.Right.Id] {
+				// Only for a replica not running yet: the flag would
+				// otherwise outlive it, and a later replica of the range
+				// here (its data since cleared) would start from nothing.
+				if !n.authoritative[res.Right.Id] && n.shard(res.Right.Id) == nil {
 					n.authoritative[res.Right.Id] = true
 					n.lg.Info("making a split's new range from this member's data", zap.Uint64("range", res.Right.Id), zap.Int64("revision", res.StartRev))
 				}
