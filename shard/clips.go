@@ -50,25 +50,23 @@ func (a span) overlaps(b span) bool {
 	return (len(b.end) == 0 || bytes.Compare(a.start, b.end) < 0) && (len(a.end) == 0 || bytes.Compare(b.start, a.end) < 0)
 }
 
-// clip records, in memory, that writes to sp may be missing here; it
-// reports whether that changed anything.
-func (s *Shard) clip(sp span) bool {
+// clip records, in memory, that writes to sp may be missing here.
+func (s *Shard) clip(sp span) {
 	s.clipMu.Lock()
 	defer s.clipMu.Unlock()
 	if s.clipsLost {
-		return false
+		return
 	}
 	for _, c := range s.clips {
 		if bytes.Equal(c.start, sp.start) && bytes.Equal(c.end, sp.end) {
-			return false
+			return
 		}
 	}
 	if len(s.clips) >= maxClips {
 		s.clipsLost = true
-		return true
+		return
 	}
 	s.clips = append(s.clips, span{bytes.Clone(sp.start), bytes.Clone(sp.end)})
-	return true
 }
 
 // Clipped reports whether this replica may lack writes of its range to
@@ -138,11 +136,10 @@ func (s *Shard) loadClips(b []byte) error {
 }
 
 // recordClip records sp as clipped, in memory and through w (the apply's
-// transaction).
+// transaction). The record is written even when memory already holds sp:
+// a transaction run again must not lose it.
 func (a *shardActor) recordClip(w *mvcc.Writer, sp span) error {
-	if !a.handle.clip(sp) {
-		return nil
-	}
+	a.handle.clip(sp)
 	return w.SetMeta(clipKey(a.desc.Id), a.handle.encodeClips())
 }
 
