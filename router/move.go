@@ -124,7 +124,7 @@ func (n *Node) moveReplica(ctx context.Context, id, from, to uint64) (*raftcmdpb
 func (n *Node) takeBackOut(d *raftcmdpb.RangeDesc, to uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*groupOpWait)
 	defer cancel()
-	if err := n.confChangeRange(ctx, d, n.leaveChange(to), to); err != nil {
+	if err := n.confChangeRange(ctx, d, n.leaveChange(d, to), to); err != nil {
 		n.lg.Warn("taking a new replica back out after a failed move failed", zap.Uint64("range", d.Id), zap.Uint64("member", to), zap.Error(err))
 	}
 }
@@ -182,21 +182,21 @@ func (n *Node) dropReplica(ctx context.Context, d *raftcmdpb.RangeDesc, from uin
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if err := n.confChangeRange(ctx, d, n.leaveChange(from), from); err != nil {
+	if err := n.confChangeRange(ctx, d, n.leaveChange(d, from), from); err != nil {
 		return fmt.Errorf("removing member %x from range %d: %w", from, d.Id, err)
 	}
 	return nil
 }
 
-// leaveChange is how member id's replica leaves a range's voters: with
-// local reads, while id is a member of the cluster, it stays on as a
-// learner (Raft demotes a voter added as a learner); else it leaves the
-// group.
-func (n *Node) leaveChange(id uint64) raftpb.ConfChangeType {
-	if n.cfg.NoLocalReads || findMember(n.oracle.View().Members, id) == nil {
-		return raftpb.ConfChangeRemoveNode
+// leaveChange is how member id's replica leaves the voters of range d (as
+// the table lists it without id): it stays on as a learner if it should
+// hold one (learnerWanted; Raft demotes a voter added as a learner), else
+// it leaves the group.
+func (n *Node) leaveChange(d *raftcmdpb.RangeDesc, id uint64) raftpb.ConfChangeType {
+	if n.learnerWanted(d, n.oracle.View().Members, id) {
+		return raftpb.ConfChangeAddLearnerNode
 	}
-	return raftpb.ConfChangeAddLearnerNode
+	return raftpb.ConfChangeRemoveNode
 }
 
 // rangeLeadNow asks range d's group who leads it (following hints), 0 if

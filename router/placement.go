@@ -75,21 +75,22 @@ func (n *Node) holds(d *raftcmdpb.RangeDesc) bool {
 
 // runs reports whether this member runs a replica of range d: the table
 // lists it (holds), or it holds a learner of d (local reads).
-func (n *Node) runs(d *raftcmdpb.RangeDesc) bool { return n.holds(d) || n.learnerOf(d) }
+func (n *Node) runs(d *raftcmdpb.RangeDesc) bool {
+	return n.holds(d) || n.learnerWanted(d, n.oracle.View().Members, n.nodeID)
+}
 
-// learnerOf reports whether this member holds a learner of range d: local
-// reads are on, the table lists d's replicas and not this member, and this
-// member is one of the cluster's.
-func (n *Node) learnerOf(d *raftcmdpb.RangeDesc) bool {
-	if !n.cluster || n.cfg.NoLocalReads || len(d.Replicas) == 0 || slices.Contains(d.Replicas, n.nodeID) {
+// learnerWanted reports whether member id should hold a learner of range
+// d: local reads are on, the table lists d's replicas and not id, and id is
+// one of members (the cluster's).
+func (n *Node) learnerWanted(d *raftcmdpb.RangeDesc, members []*raftcmdpb.Member, id uint64) bool {
+	if !n.cluster || n.cfg.NoLocalReads || len(d.Replicas) == 0 || slices.Contains(d.Replicas, id) {
 		return false
 	}
-	return findMember(n.oracle.View().Members, n.nodeID) != nil
+	return findMember(members, id) != nil
 }
 
 // readLearners lists the members that should hold a learner of range id
-// (nil without local reads): every member of the cluster the table does
-// not list as one of the range's replicas.
+// (nil without local reads or before the range's replicas are recorded).
 func (n *Node) readLearners(id uint64) []uint64 {
 	if !n.cluster || n.cfg.NoLocalReads {
 		return nil
@@ -101,7 +102,7 @@ func (n *Node) readLearners(id uint64) []uint64 {
 	}
 	out := make([]uint64, 0, len(v.Members))
 	for _, m := range v.Members {
-		if !slices.Contains(d.Replicas, m.Id) {
+		if n.learnerWanted(d, v.Members, m.Id) {
 			out = append(out, m.Id)
 		}
 	}
